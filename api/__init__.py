@@ -1,0 +1,1 @@
+"""The FastAPI REST + websocket API and the static dashboard it serves."""

@@ -1,0 +1,225 @@
+"""The `ioc` command. Expected errors print one line and exit non-zero; no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from core.errors import IOCError
+from core.settings import Settings, get_settings
+
+log = logging.getLogger("ioc")
+
+
+def _setup_logging(settings: Settings | None = None) -> None:
+    level = (settings.log_level if settings else "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _progress(msg: str) -> None:
+    print(f"• {msg}", flush=True)
+
+
+def setup(settings: Settings, *, quiet: bool = False) -> None:
+    """Migrate the database, create rollups, load the site, configure and start the broker."""
+    from core import broker, bus, db
+    from core.migrate import apply_migrations
+    from core.site import load_site
+    from core.sitesync import sync_site
+    from core.timescale import ensure_storage
+
+    say = (lambda _m: None) if quiet else _progress
+    site = load_site(settings.site_file)
+    say(
+        f"site file {settings.site_file.name}: {len(site.org_units)} org units, "
+        f"{len(site.sources)} sources, {len(site.cameras)} cameras"
+    )
+    bus.connect(settings).close()
+    say("Redis reachable")
+    with db.connect(settings) as conn:
+        applied = apply_migrations(conn)
+        say(f"migrations: {', '.join(applied) if applied else 'up to date'}")
+        edition = ensure_storage(
+            conn, raw_days=settings.retention_raw_days, rollup_days=settings.retention_rollup_days
+        )
+        say(
+            f"TimescaleDB edition: {edition} "
+            f"({'native policies' if edition == 'community' else 'project rollup/retention jobs'})"
+        )
+        units, sources = sync_site(conn, site)
+        say(f"site loaded: {units} org units, {sources} sources")
+    action = broker.start(settings, site)
+    say(f"Mosquitto {action} on {settings.mqtt_host}:{settings.mqtt_port} (authenticated, ACL)")
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> None:
+    setup(settings)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
+    from core.site import load_site
+    from ingest.service import IngestService
+
+    svc = IngestService(settings, load_site(settings.site_file))
+    _on_term(svc.stop)
+    log.info(
+        "ingest starting (batch %d msgs / %d ms)",
+        settings.ingest_batch_max,
+        settings.ingest_batch_ms,
+    )
+    svc.run()
+
+
+def cmd_analytics(args: argparse.Namespace, settings: Settings) -> None:
+    from analytics.service import AnalyticsService
+    from core.site import load_site
+
+    svc = AnalyticsService(settings, load_site(settings.site_file))
+    _on_term(svc.stop)
+    svc.run()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=65536,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
+    from core.site import load_site
+    from ingest.simulator import Simulator
+
+    sim = Simulator(
+        settings, load_site(settings.site_file), seed=args.seed, interval_s=args.interval
+    )
+    _on_term(sim.stop)
+    _progress(
+        f"simulating {len(sim.aps)} WiFi access points every {args.interval}s (seed {args.seed})"
+    )
+    sim.run(args.duration)
+    _progress(f"published {sim.published} messages")
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
+    from core import broker
+    from core.site import load_site
+
+    if args.action == "stop":
+        _progress("Mosquitto stopped" if broker.stop(settings) else "Mosquitto was not running")
+        return
+    action = broker.start(settings, load_site(settings.site_file))
+    _progress(f"Mosquitto {action} on {settings.mqtt_host}:{settings.mqtt_port}")
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> None:
+    from api.auth import hash_password
+    from core import db
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    if len(password) < 10:
+        raise IOCError("password too short: use at least 10 characters")
+    with db.connect(settings) as conn:
+        if conn.execute("SELECT 1 FROM org_units WHERE id = %s", (args.unit,)).fetchone() is None:
+            raise IOCError(f"unknown org unit '{args.unit}': see the site file")
+        conn.execute(
+            """INSERT INTO users (username, display_name, password_hash, role, org_unit_id)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,
+                 role = EXCLUDED.role, org_unit_id = EXCLUDED.org_unit_id,
+                 display_name = EXCLUDED.display_name, active = true""",
+            (
+                args.username,
+                args.name or args.username,
+                hash_password(password),
+                args.role,
+                args.unit,
+            ),
+        )
+    _progress(f"user {args.username} ({args.role}, {args.unit}) saved")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    """Everything in one process group: broker, migrations, ingest, analytics, API, simulator."""
+    from core.demo import run_demo
+
+    run_demo(settings, setup, port=args.port or settings.api_port)
+
+
+def _on_term(stop: Callable[[], None]) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ioc",
+        description="Intelligent Operations Center — Trung tâm giám sát, điều hành thông minh",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace, Settings], None], help_: str
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("setup", cmd_setup, "migrate the database, load the site file, configure the broker")
+    sp = add(
+        "demo",
+        cmd_demo,
+        "run the whole IOC with the simulator; the page is on http://127.0.0.1:8000",
+    )
+    sp.add_argument("--port", type=int)
+    add("ingest", cmd_ingest, "consume MQTT, validate, store in TimescaleDB, publish live values")
+    add("analytics", cmd_analytics, "compute KPIs from live values; run rollup and retention jobs")
+    sp = add("serve", cmd_serve, "serve the REST + websocket API and the dashboard")
+    sp.add_argument("--host")
+    sp.add_argument("--port", type=int)
+    sp = add("simulate", cmd_simulate, "publish a simulated district over MQTT")
+    sp.add_argument("--seed", type=int, default=7)
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    sp.add_argument("--duration", type=float, help="stop after this many seconds")
+    sp = add("broker", cmd_broker, "start, reload or stop the project's Mosquitto")
+    sp.add_argument("action", choices=["start", "reload", "stop"])
+    sp = add("user", cmd_user, "create or update an account (password read from the terminal)")
+    sp.add_argument("username")
+    sp.add_argument("--role", required=True, choices=["admin", "operator", "leader", "field"])
+    sp.add_argument("--unit", required=True, help="org unit id from the site file")
+    sp.add_argument("--name", help="display name")
+    sp.add_argument("--password-stdin", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        _setup_logging(settings)
+        args.fn(args, settings)
+    except IOCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`ioc demo`: services, migrations, the simulator and every IOC process in one process group.
+Ctrl-C (or SIGTERM) stops the children cleanly, then the demo exits."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from core.errors import IOCError
+from core.settings import Settings
+
+DEMO_USERS = (
+    ("operator", "operator", "iahdrai", "Trực ban IOC huyện"),
+    ("lanhdao", "leader", "iahdrai", "Lãnh đạo UBND huyện"),
+    ("xa-iadal", "field", "iahdrai-iadal", "Cán bộ xã Ia Đal"),
+)
+
+
+def ensure_demo_users(settings: Settings) -> str:
+    """Create the demo accounts once; their passwords go to var/demo-credentials.txt (0600)."""
+    from api.auth import hash_password
+    from core import db
+
+    path = settings.var_dir / "demo-credentials.txt"
+    if path.exists():
+        return str(path)
+    lines = []
+    with db.connect(settings) as conn:
+        for username, role, unit, name in DEMO_USERS:
+            password = secrets.token_urlsafe(9)
+            conn.execute(
+                """INSERT INTO users (username, display_name, password_hash, role, org_unit_id)
+                   VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) DO UPDATE
+                   SET password_hash = EXCLUDED.password_hash""",
+                (username, name, hash_password(password), role, unit),
+            )
+            lines.append(f"{username}\t{password}\t{role}\t{unit}")
+    path.touch(mode=0o600)
+    path.write_text("username\tpassword\trole\torg unit\n" + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def run_demo(settings: Settings, setup: Callable[[Settings], None], *, port: int) -> None:
+    setup(settings)
+    creds = ensure_demo_users(settings)
+    py = [sys.executable, "-m", "core.cli"]
+    specs = [
+        ("ingest", [*py, "ingest"]),
+        ("analytics", [*py, "analytics"]),
+        ("api", [*py, "serve", "--port", str(port)]),
+        ("simulator", [*py, "simulate", "--interval", "1"]),
+    ]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for name, argv in specs:
+            children.append((name, subprocess.Popen(argv)))
+            time.sleep(0.5)
+        print(
+            f"\n  IOC demo running: http://127.0.0.1:{port}\n"
+            f"  accounts (username / password): {creds}\n  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    raise IOCError(f"demo process '{name}' exited with code {proc.returncode}")
+            time.sleep(0.5)
+    finally:
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        print("demo stopped", flush=True)

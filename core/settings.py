@@ -1,0 +1,86 @@
+"""Process settings from the environment (``IOC_`` prefix) and ``var/ioc.env``.
+
+Unknown ``IOC_*`` keys are refused so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = Path(os.environ.get("IOC_ENV_FILE", ROOT / "var" / "ioc.env"))
+
+
+class Settings(BaseSettings):
+    """Everything a process needs to find its services and its site."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IOC_", env_file=ENV_FILE, extra="forbid", case_sensitive=False
+    )
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://ioc@127.0.0.1:5432/ioc"),
+        description="Owner connection (migrations, ingest).",
+    )
+    database_app_password: SecretStr | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("ioc", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1884, ge=1, le=65535)
+    mqtt_password: SecretStr = Field(
+        SecretStr("change-me"), description="Master secret for broker service accounts."
+    )
+    topic_prefix: str = Field("ioc", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    site_file: Path = ROOT / "sites" / "iahdrai.yaml"
+    var_dir: Path = ROOT / "var"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-please-0123456789")
+    access_token_minutes: int = Field(15, ge=1, le=1440)
+    ingest_batch_max: int = Field(2000, ge=1, le=100_000)
+    ingest_batch_ms: int = Field(50, ge=1, le=10_000)
+    mqtt_receive_maximum: int = Field(
+        4000, ge=1, le=65535, description="In-flight QoS 1 window; must exceed ingest_batch_max."
+    )
+    retention_raw_days: int = Field(90, ge=1, le=36_500, description="Raw readings kept.")
+    retention_rollup_days: int = Field(730, ge=1, le=36_500, description="Rollups kept.")
+    log_level: str = "INFO"
+
+    @property
+    def database_host(self) -> str:
+        parts = urlsplit(self.database_url.get_secret_value())
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+def _check_unknown_keys() -> None:
+    known = {f"IOC_{name.upper()}" for name in Settings.model_fields}
+    known |= {"IOC_ENV_FILE", "IOC_CACHE_DIR"}
+    unknown = sorted(
+        k for k in os.environ if k.upper().startswith("IOC_") and k.upper() not in known
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} (known: see README, 'Configuration')")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise ConfigError naming the bad key."""
+    _check_unknown_keys()
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = "IOC_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise ConfigError(f"bad setting {key}: {err['msg']}") from None
+
+
+@cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Ingestion: MQTT in, validated, stored in TimescaleDB, latest values and updates on the bus."""
