@@ -19,6 +19,7 @@ import psycopg
 
 from analytics.kpi import changed, wifi_clients
 from core import bus, db
+from core.migrate import check_schema
 from core.settings import Settings
 from core.site import Site
 from core.timescale import apply_retention, detect_edition, refresh_rollups
@@ -87,6 +88,7 @@ class AnalyticsService:
 
     def run(self) -> None:
         conn = db.connect(self.settings, autocommit=False)
+        check_schema(conn)
         edition = detect_edition(conn)
         conn.commit()
         self.load_snapshot()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import pwd
 import shutil
@@ -29,6 +30,7 @@ INGEST_USER = "svc-ingest"
 PUBLISHER_USER = "svc-publisher"  # trusted publishers on the IOC host (camera workers, bench)
 SERVICE_USERS = (INGEST_USER, PUBLISHER_USER)
 PBKDF2_ITERATIONS = 101
+log = logging.getLogger("ioc.broker")
 
 
 def account_password(settings: Settings, username: str) -> str:
@@ -80,7 +82,7 @@ def config_text(settings: Settings, directory: Path, run_as: str) -> str:
             "allow_anonymous false",
             f"password_file {directory / 'passwd'}",
             f"acl_file {directory / 'acl'}",
-            f"listener {settings.mqtt_port} {settings.mqtt_host}",
+            f"listener {settings.mqtt_port} {settings.mqtt_bind or settings.mqtt_host}",
             "persistence true",
             f"persistence_location {directory / 'data'}/",
             "autosave_interval 5",
@@ -106,11 +108,7 @@ def write_files(settings: Settings, site: Site) -> Path:
     """Write config, password and ACL files; return the config path."""
     d = broker_dir(settings)
     (d / "data").mkdir(parents=True, exist_ok=True)
-    run_as = (
-        "mosquitto"
-        if os.geteuid() == 0 and _user_exists("mosquitto")
-        else pwd.getpwuid(os.geteuid()).pw_name
-    )
+    run_as = _broker_user(d)
     (d / "acl").write_text(acl_text(site))
     (d / "passwd").write_text(passwd_text(settings, site))
     conf = d / "mosquitto.conf"
@@ -125,6 +123,21 @@ def write_files(settings: Settings, site: Site) -> Path:
         log.touch()
         os.chown(log, uid, gid)
     return conf
+
+
+def _broker_user(directory: Path) -> str:
+    """Run the broker as the unprivileged `mosquitto` user when started by root, provided that
+    user can reach the files; otherwise as whoever starts it."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() != 0 or not _user_exists("mosquitto"):
+        return me
+    for parent in directory.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            log.warning(
+                "%s is not traversable by the mosquitto user: the broker runs as %s", parent, me
+            )
+            return me
+    return "mosquitto"
 
 
 def _user_exists(name: str) -> bool:

@@ -7,6 +7,7 @@ Key names are namespaced by ``IOC_REDIS_PREFIX`` so that test runs and sites nev
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis
@@ -62,9 +63,12 @@ class Keys:
 
 
 def _unreachable(settings: Settings, exc: Exception) -> ServiceUnreachable:
+    parts = urlsplit(settings.redis_url)
+    where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    reason = "connection refused" if "refused" in str(exc).lower() else exc.__class__.__name__
     return ServiceUnreachable(
-        f"Redis is not reachable at {settings.redis_url.split('@')[-1]} ({exc}): "
-        "start it with `bash deploy/bootstrap.sh setup`"
+        f"Redis is not reachable at {where} ({reason}): start it with "
+        "`bash deploy/bootstrap.sh setup`"
     )
 
 

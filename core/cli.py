@@ -24,8 +24,10 @@ def _progress(msg: str) -> None:
     print(f"• {msg}", flush=True)
 
 
-def setup(settings: Settings, *, quiet: bool = False) -> None:
-    """Migrate the database, create rollups, load the site, configure and start the broker."""
+def setup(settings: Settings, *, quiet: bool = False, broker_files_only: bool = False) -> str:
+    """Migrate the database, create rollups, load the site, configure and start the broker.
+
+    Returns what was done to the broker ('started' or 'reloaded')."""
     from core import broker, bus, db
     from core.migrate import apply_migrations
     from core.site import load_site
@@ -52,12 +54,17 @@ def setup(settings: Settings, *, quiet: bool = False) -> None:
         )
         units, sources = sync_site(conn, site)
         say(f"site loaded: {units} org units, {sources} sources")
+    if broker_files_only:
+        broker.write_files(settings, site)
+        say(f"Mosquitto files written to {broker.broker_dir(settings)}")
+        return "written"
     action = broker.start(settings, site)
     say(f"Mosquitto {action} on {settings.mqtt_host}:{settings.mqtt_port} (authenticated, ACL)")
+    return action
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> None:
-    setup(settings)
+    setup(settings, broker_files_only=args.broker_files_only)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
@@ -66,11 +73,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
 
     svc = IngestService(settings, load_site(settings.site_file))
     _on_term(svc.stop)
-    log.info(
-        "ingest starting (batch %d msgs / %d ms)",
-        settings.ingest_batch_max,
-        settings.ingest_batch_ms,
-    )
     svc.run()
 
 
@@ -117,6 +119,10 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
     from core import broker
     from core.site import load_site
 
+    if args.action == "write":
+        broker.write_files(settings, load_site(settings.site_file))
+        _progress(f"Mosquitto files written to {broker.broker_dir(settings)}")
+        return
     if args.action == "stop":
         _progress("Mosquitto stopped" if broker.stop(settings) else "Mosquitto was not running")
         return
@@ -180,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("setup", cmd_setup, "migrate the database, load the site file, configure the broker")
+    sp = add("setup", cmd_setup, "migrate the database, load the site file, configure the broker")
+    sp.add_argument(
+        "--broker-files-only",
+        action="store_true",
+        help="write the broker's config, passwords and ACL but do not start it",
+    )
     sp = add(
         "demo",
         cmd_demo,
@@ -197,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     sp.add_argument("--duration", type=float, help="stop after this many seconds")
     sp = add("broker", cmd_broker, "start, reload or stop the project's Mosquitto")
-    sp.add_argument("action", choices=["start", "reload", "stop"])
+    sp.add_argument("action", choices=["start", "reload", "stop", "write"])
     sp = add("user", cmd_user, "create or update an account (password read from the terminal)")
     sp.add_argument("username")
     sp.add_argument("--role", required=True, choices=["admin", "operator", "leader", "field"])

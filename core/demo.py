@@ -44,8 +44,8 @@ def ensure_demo_users(settings: Settings) -> str:
     return str(path)
 
 
-def run_demo(settings: Settings, setup: Callable[[Settings], None], *, port: int) -> None:
-    setup(settings)
+def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int) -> None:
+    broker_action = setup(settings)
     creds = ensure_demo_users(settings)
     py = [sys.executable, "-m", "core.cli"]
     specs = [
@@ -87,4 +87,8 @@ def run_demo(settings: Settings, setup: Callable[[Settings], None], *, port: int
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if broker_action == "started":  # the demo started the broker, so it stops it too
+            from core import broker
+
+            broker.stop(settings)
         print("demo stopped", flush=True)

@@ -63,3 +63,17 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
             )
             applied_now.append(m.version)
     return applied_now
+
+
+def check_schema(conn: psycopg.Connection) -> None:
+    """Raise a one-line IOCError when the database lacks migrations (services call this first)."""
+    row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    done = set()
+    if row and row[0]:
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    conn.commit()
+    missing = [m.version for m in available() if m.version not in done]
+    if missing:
+        raise IOCError(
+            f"the database is missing migration(s) {', '.join(missing)}: run `ioc setup` first"
+        )

@@ -67,7 +67,8 @@ def rollup_ddl(r: Rollup, edition: Edition, *, rollup_days: int) -> list[str]:
             f"WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS {select} "
             "WITH NO DATA",
             f"SELECT add_continuous_aggregate_policy('{r.name}', "
-            "start_offset => INTERVAL '7 days', end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '1 minute', "
+            "start_offset => INTERVAL '7 days', end_offset => INTERVAL '1 minute', "
+            "schedule_interval => INTERVAL '1 minute', "
             "if_not_exists => true)",
             f"ALTER MATERIALIZED VIEW {r.name} SET (timescaledb.compress = true)",
             f"SELECT add_compression_policy('{r.name}', compress_after => INTERVAL '30 days', "
@@ -77,7 +78,8 @@ def rollup_ddl(r: Rollup, edition: Edition, *, rollup_days: int) -> list[str]:
         ]
     return [
         f"CREATE TABLE IF NOT EXISTS {r.name} (bucket timestamptz NOT NULL, "
-        f"source_id text NOT NULL, org_unit_id text NOT NULL, {r.column_types}, PRIMARY KEY (source_id, bucket))",
+        f"source_id text NOT NULL, org_unit_id text NOT NULL, {r.column_types}, "
+        "PRIMARY KEY (source_id, bucket))",
         f"SELECT create_hypertable('{r.name}', by_range('bucket', INTERVAL '30 days'), "
         "if_not_exists => true)",
     ]

@@ -16,7 +16,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +27,8 @@ from paho.mqtt.properties import Properties
 
 from core import bus, db
 from core.broker import INGEST_USER, account_password
+from core.errors import ServiceUnreachable
+from core.migrate import check_schema
 from core.settings import Settings
 from core.site import Site
 from core.timescale import detect_edition
@@ -62,7 +63,10 @@ class IngestService:
         self.settings = settings
         self.site = site
         self.keys = bus.Keys(settings.redis_prefix)
-        self.client_id = client_id or f"ioc-ingest-{uuid.uuid4().hex[:8]}"
+        # A stable id: a restarted process resumes its persistent session and its backlog. (A
+        # random id would leave an orphan session in the shared-subscription group that keeps
+        # receiving its share of the messages until it expires.)
+        self.client_id = client_id or settings.ingest_client_id
         self.queue: queue.Queue[Incoming] = queue.Queue()
         self.stats = IngestStats()
         self.generation = 0
@@ -108,13 +112,14 @@ class IngestService:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 24 * 3600
         props.ReceiveMaximum = self.settings.mqtt_receive_maximum
-        self.client.connect(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
+        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        try:
+            self.client.connect(host, port, keepalive=30, clean_start=False, properties=props)
+        except OSError as exc:
+            raise ServiceUnreachable(
+                f"Mosquitto is not reachable at {host}:{port} ({exc.strerror or exc}): "
+                "start it with `ioc broker start`"
+            ) from None
         self.client.loop_start()
 
     # ------------------------------------------------------------------ writer side
@@ -191,11 +196,18 @@ class IngestService:
 
     def run(self, *, stop_after_idle_s: float | None = None) -> None:
         """Run until stop() (or until idle that long, for tests and benchmarks)."""
-        writer = self._open_writer(None)
-        if writer is None:
-            writer = BatchWriter(db.connect(self.settings), "apache")  # raises the one-line error
+        conn = db.connect(self.settings)  # raises the one-line error when unreachable
+        check_schema(conn)
+        writer: BatchWriter | None = BatchWriter(conn, detect_edition(conn))
         edition = writer.edition
         self.connect()
+        log.info(
+            "ingest %s running (batch %d msgs / %d ms, receive maximum %d)",
+            self.client_id,
+            self.settings.ingest_batch_max,
+            self.settings.ingest_batch_ms,
+            self.settings.mqtt_receive_maximum,
+        )
         idle_since = time.monotonic()
         backoff = 0.5
         pending: list[Incoming] = []
