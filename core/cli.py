@@ -7,6 +7,7 @@ import getpass
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from core.errors import IOCError
@@ -157,6 +158,31 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> None:
     _progress(f"user {args.username} ({args.role}, {args.unit}) saved")
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
+    from core.backup import backup
+
+    while True:
+        r = backup(settings, keep_days=args.keep_days)
+        _progress(
+            f"backup {r.path}: {r.rows} rows, {r.bytes / 1e6:.1f} MB in {r.seconds:.1f}s"
+            + (f", pruned {len(r.pruned)} old" if r.pruned else "")
+        )
+        if not args.every:
+            return
+        time.sleep(args.every * 3600)
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from core.backup import restore
+
+    db_name, rows, seconds = restore(
+        settings, Path(args.backup), target_db=args.target_db, replace=args.replace
+    )
+    _progress(f"restored {rows} rows into database {db_name} in {seconds:.1f}s")
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     """Everything in one process group: broker, migrations, ingest, analytics, API, simulator."""
     from core.demo import run_demo
@@ -209,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float, help="stop after this many seconds")
     sp = add("broker", cmd_broker, "start, reload or stop the project's Mosquitto")
     sp.add_argument("action", choices=["start", "reload", "stop", "write"])
+    sp = add("backup", cmd_backup, "back up the database (consistent snapshot, checksummed)")
+    sp.add_argument("--keep-days", type=float, default=14, help="retention of old backups")
+    sp.add_argument("--every", type=float, help="repeat every this many hours")
+    sp = add(
+        "restore", cmd_restore, "restore a backup into a new database (or --replace the live one)"
+    )
+    sp.add_argument("backup", help="a backup folder, e.g. var/backups/ioc-20260101T000000Z")
+    sp.add_argument("--target-db", help="name of the database to restore into")
+    sp.add_argument("--replace", action="store_true", help="swap the restored database in")
     sp = add("user", cmd_user, "create or update an account (password read from the terminal)")
     sp.add_argument("username")
     sp.add_argument("--role", required=True, choices=["admin", "operator", "leader", "field"])
