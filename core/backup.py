@@ -164,12 +164,16 @@ def restore(
             for table in _tables(conn):
                 conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))
             for table, meta in manifest["tables"].items():
-                with gzip.open(source / f"{table}.copy.gz", "rb") as f, conn.cursor() as cur:
-                    with cur.copy(
-                        sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table))
-                    ) as copy:
-                        for block in iter(lambda f=f: f.read(1 << 20), b""):
-                            copy.write(block)
+                copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(
+                    sql.Identifier(table)
+                )
+                with (
+                    gzip.open(source / f"{table}.copy.gz", "rb") as f,
+                    conn.cursor() as cur,
+                    cur.copy(copy_in) as copy,
+                ):
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        copy.write(block)
                 rows += meta["rows"]
             # sequences continue after the restored ids
             for seq, table, column in conn.execute(

@@ -26,8 +26,8 @@ def test_restore_drill_measures_rpo_and_rto(migrated, tmp_path):
             while not stop.is_set():
                 t = datetime.now(UTC)
                 conn.execute(
-                    "INSERT INTO wifi_ap_readings (time, source_id, org_unit_id, msg_id, up, clients)"
-                    " VALUES (%s, 'drill-ap', 'iahdrai-iatoi', %s, true, %s)",
+                    "INSERT INTO wifi_ap_readings (time, source_id, org_unit_id, msg_id, up, "
+                    "clients) VALUES (%s, 'drill-ap', 'iahdrai-iatoi', %s, true, %s)",
                     (t, f"drill-{i}", i),
                 )
                 committed.append(t)
@@ -78,7 +78,7 @@ def test_a_damaged_backup_is_refused(migrated, tmp_path):
     result = backup(migrated, directory=tmp_path)
     part = result.path / "wifi_ap_readings.copy.gz"
     part.write_bytes(part.read_bytes()[:-5] + b"xxxxx")
-    with pytest.raises(IOCError, match="wifi_ap_readings.copy.gz is damaged"):
+    with pytest.raises(IOCError, match=r"wifi_ap_readings\.copy\.gz is damaged"):
         restore(migrated, result.path, target_db="never_made")
 
 
