@@ -91,6 +91,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from api.app import create_app
 
+    tls: dict[str, str] = {}
+    if settings.api_tls:  # HTTPS only: no plain listener is opened
+        from core.tls import ensure_tls
+
+        files = ensure_tls(settings.tls_dir, settings.tls_hostnames.split(","))
+        tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -98,6 +104,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         ws_max_size=65536,
+        **tls,
     )
 
 

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -59,6 +59,30 @@ class Settings(BaseSettings):
     retention_raw_days: int = Field(90, ge=1, le=36_500, description="Raw readings kept.")
     retention_rollup_days: int = Field(730, ge=1, le=36_500, description="Rollups kept.")
     log_level: str = "INFO"
+    production: bool = Field(
+        False, description="Production: TLS only (MQTT 8883, HTTPS), plain ports off."
+    )
+    mqtt_tls: bool = Field(False, description="Clients connect to the broker over TLS.")
+    mqtt_tls_port: int = Field(8883, ge=1, le=65535)
+    mqtt_plain: bool = Field(
+        True, description="Broker keeps its plain listener (not in production)."
+    )
+    api_tls: bool = Field(False, description="Serve the API over HTTPS.")
+    tls_hostnames: str = Field("localhost", description="Comma-separated names in the server cert.")
+
+    @model_validator(mode="after")
+    def _production_is_tls_only(self) -> Settings:
+        if self.production:
+            self.mqtt_tls, self.mqtt_plain, self.api_tls = True, False, True
+        return self
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.var_dir / "tls"
+
+    def mqtt_endpoint(self) -> tuple[str, int]:
+        """Where clients connect: the TLS port when TLS is on."""
+        return self.mqtt_host, self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
 
     @property
     def database_host(self) -> str:

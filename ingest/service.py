@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from core import bus, db
-from core.broker import INGEST_USER, account_password
+from core.broker import INGEST_USER
 from core.errors import ServiceUnreachable
 from core.migrate import check_schema
+from core.mqtt import new_client
 from core.settings import Settings
 from core.site import Site
 from core.timescale import detect_edition
@@ -77,13 +77,7 @@ class IngestService:
 
     # ------------------------------------------------------------------ MQTT side
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        c.username_pw_set(INGEST_USER, account_password(self.settings, INGEST_USER))
+        c = new_client(self.settings, INGEST_USER, self.client_id, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
@@ -112,7 +106,7 @@ class IngestService:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 24 * 3600
         props.ReceiveMaximum = self.settings.mqtt_receive_maximum
-        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        host, port = self.settings.mqtt_endpoint()
         try:
             self.client.connect(host, port, keepalive=30, clean_start=False, properties=props)
         except OSError as exc:

@@ -18,9 +18,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from core.broker import account_password
+from core.mqtt import new_client
 from core.settings import Settings
 from core.site import Site, Source
 from ingest.topics import topic_for
@@ -94,11 +93,8 @@ class Simulator:
 
     def connect(self) -> None:
         for ap in self.aps:
-            c = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=f"sim-{ap.source.id}", protocol=mqtt.MQTTv5
-            )
-            c.username_pw_set(ap.source.id, account_password(self.settings, ap.source.id))
-            c.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+            c = new_client(self.settings, ap.source.id, f"sim-{ap.source.id}")
+            c.connect(*self.settings.mqtt_endpoint(), keepalive=30)
             c.loop_start()
             self.clients[ap.source.id] = c
 

@@ -12,25 +12,32 @@ import uvicorn
 from api.app import create_app
 from api.auth import hash_password
 from core.settings import Settings
+from core.tls import ensure_tls
 from tests.conftest import free_port
 
 
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
+        tls: dict[str, str] = {}
+        if settings.api_tls:
+            files = ensure_tls(settings.tls_dir, settings.tls_hostnames.split(","))
+            tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
+        self.scheme = "https" if settings.api_tls else "http"
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
             ws_max_size=65536,
+            **tls,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ApiServer:
         self.thread.start()

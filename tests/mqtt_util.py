@@ -7,27 +7,18 @@ from datetime import UTC, datetime
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from core.broker import account_password
+from core.mqtt import new_client
 from core.settings import Settings
 from ingest.topics import topic_for
 
 
 def device_client(settings: Settings, username: str, password: str | None = None) -> mqtt.Client:
-    c = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"t-{username}-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    c.username_pw_set(
-        username, account_password(settings, username) if password is None else password
-    )
-    return c
+    return new_client(settings, username, f"t-{username}-{uuid.uuid4().hex[:6]}", password=password)
 
 
 def connect(c: mqtt.Client, settings: Settings) -> mqtt.Client:
-    c.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+    c.connect(*settings.mqtt_endpoint(), keepalive=30)
     c.loop_start()
     return c
 

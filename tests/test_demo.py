@@ -25,7 +25,10 @@ def demo(env_for):
     var.chmod(0o755)  # the broker drops to the mosquitto user and must reach its files
     port, mqtt_port = free_port(), free_port()
     env = env_for(
-        IOC_VAR_DIR=str(var), IOC_MQTT_PORT=str(mqtt_port), IOC_INGEST_CLIENT_ID=f"demo-{port}"
+        IOC_VAR_DIR=str(var),
+        IOC_MQTT_PORT=str(mqtt_port),
+        IOC_MQTT_TLS_PORT=str(free_port()),
+        IOC_INGEST_CLIENT_ID=f"demo-{port}",
     )
     log = open(var / "demo.log", "w+b")  # noqa: SIM115
     proc = subprocess.Popen(
