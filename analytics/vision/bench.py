@@ -1,0 +1,136 @@
+"""`ioc bench detect`: the camera pipeline against its ceiling, the raw ONNX Runtime inference rate
+of the model on the same frames. Medians of per-frame times, so one stall of a shared machine does
+not move the figure much."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analytics.vision.detector import Detector, load_card, load_detector, preprocess
+from analytics.vision.footage import vtest_path
+from analytics.vision.runner import Pipeline, default_camera
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _frames(source: str, n: int) -> tuple[list[np.ndarray], float, float]:
+    import cv2
+
+    cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames, times = [], []
+    while len(frames) < n:
+        t = time.perf_counter()
+        ok, f = cap.read()
+        times.append(time.perf_counter() - t)
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames, statistics.median(times) * 1000, fps
+
+
+def _median_ms(fn: Any, items: list[Any]) -> float:
+    times = []
+    for it in items:
+        t = time.perf_counter()
+        fn(it)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def _recall(ref: list, got: list) -> float:
+    """Share of the reference's confident people that the variant also finds (IoU ≥ 0.5)."""
+    from analytics.vision.decoders import iou_matrix
+
+    hit = total = 0
+    for r, g in zip(ref, got, strict=True):
+        rb = np.array([d.box for d in r if d.label == "person" and d.score >= 0.45], np.float32)
+        gb = np.array([d.box for d in g if d.label == "person" and d.score >= 0.3], np.float32)
+        total += len(rb)
+        if len(rb) and len(gb):
+            hit += int((iou_matrix(rb, gb).max(axis=1) >= 0.5).sum())
+    return round(hit / total, 3) if total else 1.0
+
+
+def bench_detect(
+    source: str | None = None, frames: int = 100, threads: int = 2, extras: bool = False
+) -> dict[str, Any]:
+    src = source or str(vtest_path())
+    imgs, decode_ms, src_fps = _frames(src, frames)
+    det = load_detector(threads=threads)
+    blobs = [preprocess(f, det.card)[0] for f in imgs]
+    det.infer(blobs[0])  # warm-up
+    raw_ms = _median_ms(det.infer, blobs)
+
+    # The pipeline with detection forced on every frame (motion, tracking, rules included).
+    pipe = Pipeline(default_camera(), det)
+    pipe.should_detect = lambda t, m: True  # type: ignore[method-assign]
+    step = 1.0 / src_fps
+    pipe_ms = _median_ms(lambda i: pipe.process(imgs[i], i * step), list(range(len(imgs))))
+
+    # Motion gating on, 5 frames a second of video: cost of one camera-second.
+    rss0 = _rss_mb()
+    det2 = load_detector(threads=threads)
+    gated = Pipeline(default_camera(), det2)
+    every = max(1, round(src_fps / 5))
+    sel = list(range(0, len(imgs), every))
+    t = time.perf_counter()
+    for i in sel:
+        gated.process(imgs[i], i * step)
+    gated_ms = (time.perf_counter() - t) * 1000 / len(sel)
+    rss_per_camera = _rss_mb() - rss0
+    camera_second_ms = 5 * gated_ms + src_fps * decode_ms
+    out: dict[str, Any] = {
+        "model": det.model_name,
+        "frames": len(imgs),
+        "threads": threads,
+        "raw_infer_ms": round(raw_ms, 2),
+        "raw_infer_fps": round(1000 / raw_ms, 2),
+        "pipeline_ms": round(pipe_ms, 2),
+        "pipeline_fps": round(1000 / pipe_ms, 2),
+        "ratio": round(raw_ms / pipe_ms, 3),
+        "decode_ms": round(decode_ms, 2),
+        "gated_detect_share": round(gated.frames_detected / max(1, gated.frames), 3),
+        "gated_ms_per_frame": round(gated_ms, 2),
+        "cameras_at_5fps": int(1000 // camera_second_ms),
+        "cameras_at_5fps_method": "1000 ms / (5 × gated frame ms + source fps × decode ms)",
+        "rss_mb_per_camera": round(rss_per_camera, 1),
+    }
+    if extras:
+        out["variants"] = _variants(det, imgs, threads)
+    return out
+
+
+def _variants(det: Detector, imgs: list[np.ndarray], threads: int) -> dict[str, Any]:
+    """INT8 dynamic quantisation of the same model: speed and agreement with FP32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    sample = imgs[:: max(1, len(imgs) // 30)]
+    ref = [det.detect(f) for f in sample]
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ioc-bench-") as tmp:
+        q = Path(tmp) / "int8.onnx"
+        quantize_dynamic(str(det.card.model_path), str(q), weight_type=QuantType.QUInt8)
+        card = load_card(det.card.path).model_copy(update={"file": str(q), "sha256": None})
+        d8 = Detector(card, threads=threads)
+        blobs = [preprocess(f, card)[0] for f in sample]
+        d8.infer(blobs[0])
+        ms = _median_ms(d8.infer, blobs)
+        res["int8_dynamic"] = {
+            "raw_infer_fps": round(1000 / ms, 2),
+            "person_recall_vs_fp32": _recall(ref, [d8.detect(f) for f in sample]),
+            "size_mb": round(q.stat().st_size / 1e6, 1),
+        }
+    return res
