@@ -9,7 +9,6 @@ reports the camera offline, reconnects with exponential backoff and reports it b
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,6 @@ import numpy as np
 from core.errors import IOCError
 
 log = logging.getLogger("ioc.vision.reader")
-# TCP for RTSP: UDP loses packets (grey smears) on busy links and needs open ports.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -62,8 +59,12 @@ class Frame:
     index: int  # frames read from the source so far (dropped ones included)
 
 
-def read_file(source: str, every_s: float = 0.0) -> Iterator[Frame]:
-    """Every frame of a file (or one per ``every_s`` seconds of video), in order."""
+def read_file(
+    source: str, every_s: float = 0.0, stats: dict[str, int] | None = None
+) -> Iterator[Frame]:
+    """Every frame of a file (or one per ``every_s`` seconds of video), in order; ``stats``
+    gets ``frames_read`` (skipped frames included)."""
+    stats = stats if stats is not None else {}
     cap = open_capture(source)
     fps = cap.get(5) or 0.0  # CAP_PROP_FPS
     fps = fps if 1 <= fps <= 240 else 25.0
@@ -75,6 +76,7 @@ def read_file(source: str, every_s: float = 0.0) -> Iterator[Frame]:
                 break
             t = index / fps
             index += 1
+            stats["frames_read"] = index
             if t + 1e-9 < next_t:
                 continue
             ok, image = cap.retrieve()
@@ -101,6 +103,7 @@ class LiveReader:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     on_status: StatusCallback | None = None
+    give_up_first: bool = False  # stop (set ``failed``) when the very first connection fails
     frames_read: int = 0
     reconnects: int = 0
     online: bool = False
@@ -111,6 +114,7 @@ class LiveReader:
     _thread: threading.Thread | None = field(default=None, init=False)
     _t0: float = field(default_factory=time.monotonic, init=False)
     last_error: str = ""
+    failed: bool = False
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -142,6 +146,11 @@ class LiveReader:
                 cap = open_capture(self.source, read_timeout_s=self.stall_s)
             except IOCError as exc:
                 self.last_error = str(exc)
+                if self.give_up_first and not ever_online:
+                    self.failed = True
+                    with self._cond:
+                        self._cond.notify_all()
+                    return
                 if not offline_reported:
                     self._status("offline", "cannot connect")
                     offline_reported = True
@@ -185,7 +194,7 @@ class LiveReader:
         with self._cond:
             while self._frame is None or self._frame.index == self._taken:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0 or self._stop.is_set() or self.failed:
                     return None
                 self._cond.wait(left)
             self._taken = self._frame.index

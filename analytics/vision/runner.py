@@ -18,7 +18,7 @@ from analytics.vision.reader import LiveReader, is_live, read_file
 from analytics.vision.rules import RuleEngine
 from analytics.vision.tracker import Tracker
 from analytics.vision.zones import FULL_FRAME, build_zone, check_polygon
-from core.errors import ConfigError
+from core.errors import ConfigError, IOCError
 from core.site import Camera, CameraRule, Site, Zone
 
 DEFAULT_RULE = CameraRule(kind="intrusion", zone="frame")
@@ -159,15 +159,15 @@ def run(
     t0 = time.perf_counter()
     last_t = 0.0
     counts: dict[str, int] = {}
+    stats = {"frames_read": 0}
     if is_live(source):
-        frames: Iterator[Any] = _live_frames(source, 1.0 / fps, max_seconds)
+        frames: Iterator[Any] = _live_frames(source, 1.0 / fps, max_seconds, stats)
     else:
-        frames = read_file(source, every_s=1.0 / fps)
-    read = 0
+        frames = read_file(source, every_s=1.0 / fps, stats=stats)
     for fr in frames:
         if max_seconds is not None and fr.t > max_seconds:
             break
-        read, last_t = fr.index, fr.t
+        last_t = fr.t
         _, ended = pipe.process(fr.image, fr.t)
         for ev in ended:
             yield ev.to_json()
@@ -181,7 +181,7 @@ def run(
     yield {
         "summary": {
             "camera": pipe.camera.id,
-            "frames_read": read,
+            "frames_read": stats["frames_read"],
             "frames_processed": pipe.frames,
             "frames_detected": pipe.frames_detected,
             "seconds": round(last_t, 3),
@@ -194,12 +194,17 @@ def run(
     }
 
 
-def _live_frames(source: str, every_s: float, max_seconds: float | None) -> Iterator[Any]:
-    reader = LiveReader(source).start()
+def _live_frames(
+    source: str, every_s: float, max_seconds: float | None, stats: dict[str, int]
+) -> Iterator[Any]:
+    reader = LiveReader(source, give_up_first=True).start()
     next_t = 0.0
     try:
         while max_seconds is None or reader.now() <= max_seconds:
             fr = reader.latest(timeout=1.0)
+            if reader.failed:
+                raise IOCError(reader.last_error)
+            stats["frames_read"] = reader.frames_read
             if fr is None or fr.t < next_t:
                 continue
             next_t = fr.t + every_s
