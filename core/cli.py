@@ -195,8 +195,18 @@ def cmd_detect(args: argparse.Namespace, settings: Settings) -> None:
         sys.stdout.flush()
 
 
+def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
+    from analytics.vision.service import CameraService
+    from core.site import load_site
+
+    svc = CameraService(settings, load_site(settings.site_file), cameras=args.camera or None)
+    _on_term(svc.stop)
+    svc.run()
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
     import orjson
+
     from analytics.vision.bench import bench_detect
 
     result = bench_detect(
@@ -266,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     sp.add_argument("--media", type=Path, help="snapshot directory (default var/media)")
     sp.add_argument("--no-snapshots", action="store_true")
+    sp = add("cameras", cmd_cameras, "watch the site's cameras: events to TimescaleDB and the bus")
+    sp.add_argument("--camera", action="append", help="only this camera id (repeatable)")
     sp = add("bench", cmd_bench, "measure a component against its physical ceiling")
     sp.add_argument("target", choices=["detect"])
     sp.add_argument("--json", action="store_true")
