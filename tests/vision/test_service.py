@@ -60,7 +60,7 @@ def site_with(url: str) -> Site:
             "url": url,
             "zones": [bad_zone],
             "rules": [{"kind": "intrusion", "zone": "z"}],
-        }  # fmt: skip
+        }
     )
     return site.model_copy(update={"cameras": [one, bad]})
 
