@@ -207,13 +207,14 @@ def preprocess(frame: np.ndarray, card: ModelCard) -> tuple[np.ndarray, Transfor
     else:
         img, tf = cv2.resize(frame, (iw, ih)), Transform(iw / w, ih / h)
     if card.channels == "rgb":
-        img = img[:, :, ::-1]
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    # OpenCV's per-channel arithmetic is several times faster than numpy broadcasting here.
     x = img.astype(np.float32)
     if card.scale != 1.0:
-        x *= card.scale
-    x -= np.asarray(card.mean, np.float32)
-    x /= np.asarray(card.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), tf
+        x = cv2.multiply(x, (card.scale, card.scale, card.scale, 1.0))
+    x = cv2.subtract(x, (*card.mean, 0.0))
+    x = cv2.multiply(x, (*(1.0 / s for s in card.std), 1.0))
+    return np.stack(cv2.split(x))[None], tf
 
 
 @dataclass
