@@ -19,7 +19,7 @@ from typing import Any
 
 from analytics.vision import sinks
 from analytics.vision.detector import Detector, load_detector
-from analytics.vision.events import CameraEvent
+from analytics.vision.events import CameraEvent, prune_media
 from analytics.vision.reader import LiveReader
 from analytics.vision.runner import Pipeline
 from core import bus, db
@@ -29,6 +29,7 @@ from core.site import Camera, Site
 
 log = logging.getLogger("ioc.vision")
 COUNTS_EVERY_S = 60.0
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -47,6 +48,7 @@ class CameraService:
         media_dir: Path | None = None,
         threads: int = 2,
         stall_s: float = 5.0,
+        media_keep_days: float = 30.0,
     ) -> None:
         self.settings, self.site = settings, site
         self.cameras = [c for c in site.cameras if cameras is None or c.id in cameras]
@@ -56,7 +58,7 @@ class CameraService:
                 f"camera '{next(c for c in cameras if c not in known)}' is not in the site"
             )
         self.media_dir = media_dir or settings.var_dir / "media"
-        self.threads, self.stall_s = threads, stall_s
+        self.threads, self.stall_s, self.media_keep_days = threads, stall_s, media_keep_days
         self.keys = bus.Keys(settings.redis_prefix)
         self.outbox: queue.Queue[_Msg] = queue.Queue(maxsize=10_000)
         self._stop = threading.Event()
@@ -141,8 +143,18 @@ class CameraService:
         conn = db.connect(self.settings, autocommit=True)
         workers = self.start_cameras()
         log.info("cameras: %d running, %d left out", len(workers), len(self.errors))
+        next_prune = 0.0
         try:
             while not self._stop.is_set() or any(w.is_alive() for w in workers):
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    if self.media_dir.exists():
+                        removed = prune_media(self.media_dir, self.media_keep_days)
+                        log.info(
+                            "snapshots older than %g days removed: %d",
+                            self.media_keep_days,
+                            removed,
+                        )
                 try:
                     msg = self.outbox.get(timeout=0.2)
                 except queue.Empty:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from analytics.vision.reader import LiveReader
-from tests.vision.conftest import RtspServer, free_port, run_ioc, wait_for
+from tests.vision.conftest import RtspServer, free_port, run_ioc, wait_for, write_clip
 
 
 def test_reader_reports_offline_and_back_across_a_server_restart(
@@ -59,3 +59,19 @@ def test_unreachable_rtsp_url_gives_one_line() -> None:
     res = run_ioc("detect", f"rtsp://127.0.0.1:{free_port()}/none", "--json", timeout=60)
     err = res.stderr.strip()
     assert res.returncode == 1 and err.startswith("error: ") and "\n" not in err, err
+
+
+def test_server_loops_the_file(tmp_path, vtest_frames) -> None:
+
+    short = write_clip(tmp_path / "two_seconds.avi", vtest_frames[:20])
+    srv = RtspServer(short, free_port(), ("loop",))
+    srv.start()
+    statuses: list[str] = []
+    reader = LiveReader(srv.url("loop"), stall_s=3.0, on_status=lambda s, t, r: statuses.append(s))
+    try:
+        reader.start()
+        wait_for(lambda: reader.frames_read >= 50, timeout=30)  # 5 s of a 2 s file
+    finally:
+        reader.stop()
+        srv.stop()
+    assert statuses == ["online"]
