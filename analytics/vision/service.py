@@ -37,6 +37,7 @@ class _Msg:
     kind: str  # "start" | "end" | "status" | "counts"
     camera: Camera
     payload: Any
+    arrived: float | None = None  # monotonic time the frame that completed the rule arrived
 
 
 class CameraService:
@@ -105,11 +106,12 @@ class CameraService:
                 fr = reader.latest(timeout=0.5)
                 if fr is not None and fr.t >= next_t:
                     next_t = fr.t + every
+                    arrived = time.monotonic() - (reader.now() - fr.t)
                     started, ended = pipe.process(fr.image, fr.t)
                     for ev in started:
-                        self._put(_Msg("start", cam, ev))
+                        self._put(_Msg("start", cam, ev, arrived))
                     for ev in ended:
-                        self._put(_Msg("end", cam, ev))
+                        self._put(_Msg("end", cam, ev, arrived))
                 if time.monotonic() >= next_counts and pipe.engine:
                     next_counts += COUNTS_EVERY_S
                     self._put(_Msg("counts", cam, pipe.engine.take_counts()))
@@ -178,7 +180,10 @@ class CameraService:
                 return conn
             ev: CameraEvent = msg.payload
             # Bus first: the live view should not wait on the database.
-            sinks.publish_event(client, self.keys, ev, msg.kind)
+            extra = {}
+            if msg.arrived is not None:  # frame in → event on the bus (target: under 1 s)
+                extra["latency_ms"] = round((time.monotonic() - msg.arrived) * 1000, 1)
+            sinks.publish_event(client, self.keys, ev, msg.kind, extra)
             sinks.store_events(conn, [(ev, cam.org_unit)])
         except Exception as exc:  # keep the writer alive; the event is logged with its reason
             log.error("camera %s: %s not written (%s)", cam.id, msg.kind, str(exc).splitlines()[0])

@@ -84,9 +84,15 @@ def mark_false_positive(
     return cur.rowcount > 0
 
 
-def publish_event(client: redis.Redis, keys: Keys, ev: CameraEvent, phase: str) -> None:
+def publish_event(
+    client: redis.Redis,
+    keys: Keys,
+    ev: CameraEvent,
+    phase: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """``phase`` is "start" (as soon as the rule completes) or "end"."""
-    xadd_json(client, keys.camera_events_stream, {"phase": phase, **ev.to_json()})
+    xadd_json(client, keys.camera_events_stream, {"phase": phase, **ev.to_json(), **(extra or {})})
 
 
 def publish_status(client: redis.Redis, keys: Keys, camera: str, state: str, reason: str) -> None:
