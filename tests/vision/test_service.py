@@ -124,3 +124,20 @@ def test_service_events_to_db_and_bus(
         ).fetchone()
         assert prec[0] == prec[1] == len(ids) and prec[2] == 1
         assert prec[3] == pytest.approx((len(ids) - 1) / len(ids))
+
+
+def test_line_counts_become_a_time_series(settings: Settings) -> None:
+    from collections import Counter
+
+    from analytics.vision.sinks import store_counts
+
+    minute = 1_767_600_000 // 60 * 60
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        store_counts(conn, "cam-x", Counter({("gate", "in", "car", minute): 3}))
+        store_counts(conn, "cam-x", Counter({("gate", "in", "car", minute): 2,
+                                             ("gate", "out", "car", minute): 1}))  # fmt: skip
+        rows = conn.execute(
+            """SELECT direction, count, extract(epoch FROM time)::bigint FROM camera_counts
+               WHERE camera_id = 'cam-x' ORDER BY direction"""
+        ).fetchall()
+    assert rows == [("in", 5, minute), ("out", 1, minute)]
