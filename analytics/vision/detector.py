@@ -125,6 +125,10 @@ class ModelCard(BaseModel):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     letterbox: bool = False
+    # Run a model exported with a static input at the card's (smaller) input size instead, by
+    # rewriting the input shape when loading. Needs the `onnx` package; fine for NanoDet, whose
+    # grids follow the input.
+    reshape_input: bool = False
     nms_iou: float = Field(0.5, gt=0, le=1)
     licence: str = ""
     classes: list[str] | Literal["coco80"] = "coco80"
@@ -217,6 +221,29 @@ def preprocess(frame: np.ndarray, card: ModelCard) -> tuple[np.ndarray, Transfor
     return np.stack(cv2.split(x))[None], tf
 
 
+def _with_input_size(data: bytes, width: int, height: int, path: Path) -> bytes:
+    """The serialized model with its first input's H and W set and output shapes left open."""
+    try:
+        import onnx
+    except ImportError:
+        raise IOCError(
+            f"model card for {path}: reshape_input needs the onnx package (pip install onnx)"
+        ) from None
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:  # protobuf decode errors are untyped
+        raise IOCError(f"model file {path} cannot be loaded: not an ONNX model") from None
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise IOCError(f"model file {path}: reshape_input needs an NCHW input")
+    dims[2].dim_value, dims[3].dim_value = height, width
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        for d in out.type.tensor_type.shape.dim:
+            d.dim_param = "n"
+    return model.SerializeToString()
+
+
 @dataclass
 class Detector:
     """An ONNX Runtime session plus its card; ``detect`` maps a BGR frame to detections."""
@@ -235,6 +262,8 @@ class Detector:
         data = path.read_bytes()
         if self.card.sha256 and hashlib.sha256(data).hexdigest() != self.card.sha256:
             raise IOCError(f"model file {path} does not match its card's sha256: file is damaged")
+        if self.card.reshape_input:
+            data = _with_input_size(data, self.card.input.width, self.card.input.height, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
