@@ -180,7 +180,7 @@ class CameraService:
                 return conn
             ev: CameraEvent = msg.payload
             # Bus first: the live view should not wait on the database.
-            extra = {}
+            extra: dict[str, Any] = {"org_unit": cam.org_unit}  # for the API's scope filter
             if msg.arrived is not None:  # frame in → event on the bus (target: under 1 s)
                 extra["latency_ms"] = round((time.monotonic() - msg.arrived) * 1000, 1)
             sinks.publish_event(client, self.keys, ev, msg.kind, extra)

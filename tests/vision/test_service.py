@@ -86,6 +86,7 @@ def test_service_events_to_db_and_bus(
         )
         first = next(m for m in msgs() if m["rule"] == "intrusion" and m["phase"] == "start")
         assert first["latency_ms"] >= 0 and first["snapshot"]  # measured, not asserted on
+        assert first["org_unit"] == site.cameras[0].org_unit
         # The camera with a self-intersecting zone is reported and left out; the other runs.
         assert "cam-bad" in svc.errors and "cross" in svc.errors["cam-bad"]
         assert b"error" in client.hget(keys.camera_status, "cam-bad")
