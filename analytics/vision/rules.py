@@ -210,8 +210,9 @@ class RuleEngine:
                 hold = max(rule.debounce_s, rule.min_duration_s)
                 self._hold(ri, rule, key, t, [tr], tr.label, hold, started)
         self._close(t, true_now, ended)
-        for tr in tracks:
-            self._last_foot[tr.id] = tr.foot
+        self._last_foot = {tr.id: tr.foot for tr in tracks}
+        if len(self._cooldown) > 1000:  # a long-running camera sees many tracks: forget old ones
+            self._cooldown = {k: v for k, v in self._cooldown.items() if v > t}
         return started, ended
 
     def _line(
