@@ -61,7 +61,8 @@ def labelled_frames(vtest: Path) -> dict[int, np.ndarray]:
 
 
 @pytest.mark.parametrize(("card", "min_recall"), [("nanodet-m-416-coco", 0.85),
-                                                  ("nanodet-m-320-coco", 0.75)])  # fmt: skip
+                                                  ("nanodet-m-320-coco", 0.75),
+                                                  ("nanodet-m-256-coco", 0.75)])  # fmt: skip
 def test_recall_on_labelled_frames(vtest: Path, card: str, min_recall: float) -> None:
     detector = load_detector(MODELS_DIR / f"{card}.yaml", threads=2)
     hits = total = 0
