@@ -7,6 +7,9 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from analytics.vision.reader import LiveReader
 from tests.vision.conftest import RtspServer, free_port, run_ioc, wait_for, write_clip
@@ -61,8 +64,8 @@ def test_unreachable_rtsp_url_gives_one_line() -> None:
     assert res.returncode == 1 and err.startswith("error: ") and "\n" not in err, err
 
 
-def test_server_loops_the_file(tmp_path, vtest_frames) -> None:
-
+def test_server_loops_the_file(tmp_path: Path, vtest_frames: list[np.ndarray]) -> None:
+    """A 2-second file is served without end: the server seeks back instead of ending."""
     short = write_clip(tmp_path / "two_seconds.avi", vtest_frames[:20])
     srv = RtspServer(short, free_port(), ("loop",))
     srv.start()
@@ -75,3 +78,21 @@ def test_server_loops_the_file(tmp_path, vtest_frames) -> None:
         reader.stop()
         srv.stop()
     assert statuses == ["online"]
+
+
+def test_detect_on_an_http_stream(clip: Path) -> None:
+    """HTTP sources go through the same FFmpeg reader (a local HTTP server, a real socket)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{clip.name}"
+        res = run_ioc("detect", url, "--json", "--no-snapshots", "--max-seconds", "4")
+    finally:
+        httpd.shutdown()
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.splitlines()[-1])["summary"]
+    assert summary["frames_read"] > 0 and summary["frames_processed"] > 0
