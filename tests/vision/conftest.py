@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 
-from analytics.vision.detector import Detector, load_detector
 from analytics.vision.footage import vtest_path
 from core.settings import ROOT
 
@@ -67,11 +66,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory, vtest_frames: list[np.ndarray
 def still_clip(tmp_path_factory: pytest.TempPathFactory, vtest_frames: list[np.ndarray]) -> Path:
     """A still scene: one real frame repeated for 8 seconds (no motion at all)."""
     return write_clip(tmp_path_factory.mktemp("still") / "still.avi", [vtest_frames[0]] * 80)
-
-
-@pytest.fixture(scope="session")
-def detector() -> Detector:
-    return load_detector(threads=2)
 
 
 class RtspServer:
