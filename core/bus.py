@@ -52,6 +52,16 @@ class Keys:
         return self("stream", "kpi")
 
     @property
+    def camera_events_stream(self) -> str:
+        """Camera events, published when they start and again when they end."""
+        return self("stream", "camera_events")
+
+    @property
+    def camera_status(self) -> str:
+        """Hash camera id → latest status JSON (online / offline, since when)."""
+        return self("camera", "status")
+
+    @property
     def kpi_latest(self) -> str:
         return self("kpi", "latest")
 

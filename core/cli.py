@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from core.errors import IOCError
 from core.settings import Settings, get_settings
@@ -197,6 +198,66 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings, setup, port=args.port or settings.api_port)
 
 
+def cmd_detect(args: argparse.Namespace, settings: Settings) -> None:
+    """Run the camera pipeline on a file or URL; no service needed."""
+    import orjson
+
+    from analytics.vision.runner import pick_camera, run
+    from core.site import load_site
+
+    site = load_site(args.site) if args.site else None
+    camera = pick_camera(site, args.camera, args.source)
+    media = None if args.no_snapshots else (args.media or settings.var_dir / "media")
+    for item in run(
+        args.source,
+        camera,
+        model=args.model,
+        media_dir=media,
+        fps=args.fps,
+        max_seconds=args.max_seconds,
+        threads=args.threads,
+    ):
+        if args.json:
+            sys.stdout.write(orjson.dumps(item).decode() + "\n")
+        elif "summary" in item:
+            s = item["summary"]
+            _progress(
+                f"{s['frames_read']} frames read, {s['frames_detected']} detected, "
+                f"{s['fps']} fps ({s['model']})"
+            )
+        else:
+            _progress(
+                f"{item['start_s']:7.1f}–{item['end_s']:7.1f} s  {item['rule']} "
+                f"{item['zone'] or '-'}  {item['label']} ×{item['max_count']} "
+                f"score {item['score']:.2f} tracks {item['track_ids']}"
+            )
+        sys.stdout.flush()
+
+
+def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
+    from analytics.vision.service import CameraService
+    from core.site import load_site
+
+    svc = CameraService(settings, load_site(settings.site_file), cameras=args.camera or None)
+    _on_term(svc.stop)
+    svc.run()
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    import orjson
+
+    from analytics.vision.bench import bench_detect
+
+    result = bench_detect(
+        source=args.source, frames=args.frames, threads=args.threads, extras=args.extras
+    )
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+
+
 def _on_term(stop: Callable[[], None]) -> None:
     def handler(signum: int, frame: object) -> None:
         stop()
@@ -257,6 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--unit", required=True, help="org unit id from the site file")
     sp.add_argument("--name", help="display name")
     sp.add_argument("--password-stdin", action="store_true")
+    sp = add("detect", cmd_detect, "run camera event detection on a video file or stream URL")
+    sp.add_argument("source", help="video file or rtsp:// / http:// URL")
+    sp.add_argument("--site", type=Path, help="site file with the camera's zones and rules")
+    sp.add_argument("--camera", help="camera id in the site file")
+    sp.add_argument("--json", action="store_true", help="one JSON line per event, then a summary")
+    sp.add_argument("--model", type=Path, help="model card (default: NanoDet-m 416 COCO)")
+    sp.add_argument("--fps", type=float, help="frames processed per second of video (default 5)")
+    sp.add_argument("--max-seconds", type=float, help="stop after this many seconds of video")
+    sp.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    sp.add_argument("--media", type=Path, help="snapshot directory (default var/media)")
+    sp.add_argument("--no-snapshots", action="store_true")
+    sp = add("cameras", cmd_cameras, "watch the site's cameras: events to TimescaleDB and the bus")
+    sp.add_argument("--camera", action="append", help="only this camera id (repeatable)")
+    sp = add("bench", cmd_bench, "measure a component against its physical ceiling")
+    sp.add_argument("target", choices=["detect"])
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--source", help="video file (default: vtest.avi from opencv-doc)")
+    sp.add_argument("--frames", type=int, default=100, help="frames per measurement")
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--extras", action="store_true", help="also INT8 and 320 px variants")
     return p
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from core.errors import IOCError
 from core.settings import Settings
@@ -44,6 +45,42 @@ def ensure_demo_users(settings: Settings) -> str:
     return str(path)
 
 
+def camera_specs(settings: Settings) -> list[tuple[str, list[str]]]:
+    """The site's cameras played from real footage (vtest.avi) by the project's RTSP server, and
+    the camera service on the first one (one camera keeps a shared 2-core machine usable).
+    Optional: without the footage or GStreamer the demo runs without cameras."""
+    from urllib.parse import urlsplit
+
+    from analytics.vision.footage import vtest_path
+    from core.site import load_site
+
+    cams = load_site(settings.site_file).cameras
+    local = [
+        c for c in cams if urlsplit(c.url).hostname == "127.0.0.1" and c.url.startswith("rtsp")
+    ]
+    if not local or not Path(SYSTEM_PYTHON).exists():
+        return []
+    try:
+        video = vtest_path()
+    except IOCError as exc:
+        print(f"• cameras left out: {exc}", flush=True)
+        return []
+    rtsp_port = str(urlsplit(local[0].url).port or 554)
+    mounts = [urlsplit(c.url).path.lstrip("/") for c in local]
+    server = str(Path(__file__).resolve().parent.parent / "analytics" / "vision" / "rtsp_server.py")
+    env_free = ["env", "-u", "PYTHONPATH", "-u", "PYTHONHOME"]
+    return [
+        (
+            "rtsp",
+            [*env_free, SYSTEM_PYTHON, server, "--port", rtsp_port, "--file", str(video), *mounts],
+        ),
+        ("cameras", [sys.executable, "-m", "core.cli", "cameras", "--camera", local[0].id]),
+    ]
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi for GStreamer's RTSP server
+
+
 def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int) -> None:
     broker_action = setup(settings)
     creds = ensure_demo_users(settings)
@@ -54,6 +91,9 @@ def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int)
         ("api", [*py, "serve", "--port", str(port)]),
         ("simulator", [*py, "simulate", "--interval", "1"]),
     ]
+    extra = camera_specs(settings)
+    optional = {name for name, _ in extra}  # cameras are a bonus: their exit is only reported
+    specs += extra
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -74,8 +114,14 @@ def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int)
         )
         while not stopping:
             for name, proc in children:
-                if proc.poll() is not None:
+                if proc.poll() is None:
+                    continue
+                if name not in optional:
                     raise IOCError(f"demo process '{name}' exited with code {proc.returncode}")
+                print(f"• demo {name} stopped (code {proc.returncode})", flush=True)
+                optional.discard(name)
+                children.remove((name, proc))
+                break
             time.sleep(0.5)
     finally:
         for _, proc in children:

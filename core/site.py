@@ -64,6 +64,27 @@ class Zone(_Model):
         return self
 
 
+RuleKind = Literal[
+    "intrusion", "crowding", "loitering", "line_crossing", "stopped_vehicle", "tampering"
+]
+Fraction = tuple[float, float]
+
+
+class CameraRule(_Model):
+    """One event rule on a camera zone (see analytics/vision/rules.py for the semantics)."""
+
+    kind: RuleKind
+    zone: str | None = None
+    labels: list[str] = []  # empty: the rule's default classes
+    min_score: float = Field(0.45, ge=0, le=1)  # on the track's median score
+    min_area: float = Field(0.0005, ge=0, le=1)  # box area as a fraction of the frame
+    min_count: int = Field(1, ge=1, le=10_000)  # crowding
+    min_duration_s: float = Field(0, ge=0, le=86_400)  # crowding, loitering, stopped vehicle
+    debounce_s: float = Field(1.0, ge=0, le=3600)  # condition must hold this long to start
+    cooldown_s: float = Field(30, ge=0, le=86_400)  # no new event for the same thing after one
+    schedule: str | None = Field(None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")  # local time
+
+
 class Camera(_Model):
     id: str = Ident
     org_unit: str
@@ -73,6 +94,25 @@ class Camera(_Model):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
     zones: list[Zone] = []
+    rules: list[CameraRule] = []
+    detect_fps: float = Field(5, gt=0, le=60)
+    motion_masks: list[list[Fraction]] = []  # motion ignored inside
+    privacy_masks: list[list[Fraction]] = []  # blacked out in every stored image
+    blur_people: bool = False  # blur detected people in stored snapshots
+    model: str | None = None  # model card path; default: models/nanodet-m-416-coco.yaml
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Camera:
+        kinds = {z.id: z.kind for z in self.zones}
+        for i, r in enumerate(self.rules):
+            if r.kind == "tampering":
+                continue
+            if r.zone is None or r.zone not in kinds:
+                raise ValueError(f"rules[{i}].zone: unknown zone '{r.zone}' of this camera")
+            want = "line" if r.kind == "line_crossing" else "polygon"
+            if kinds[r.zone] != want:
+                raise ValueError(f"rules[{i}]: {r.kind} needs a {want} zone")
+        return self
 
 
 class KpiTarget(_Model):

@@ -163,6 +163,8 @@ fi
 # system broker, if any, is left alone: the IOC runs its own instance with authentication, ACLs
 # generated from the site file and persistence under var/mosquitto).
 "$VENV/bin/ioc" setup
+# Real footage for the camera demo and tests: vtest.avi from Debian's opencv-doc (cached).
+"$VENV/bin/python" -m analytics.vision.footage >/dev/null
 
 case "${1:-setup}" in
   setup) step "set-up done" ;;
