@@ -71,6 +71,9 @@ def test_services_refuse_an_unmigrated_database(env_for, base_settings, run_id):
 
     from tests.conftest import _with_db
 
+    from core.migrate import available
+
+    every = ", ".join(m.version for m in available())
     owner = base_settings.database_url.get_secret_value()
     name = f"ioc_t_{run_id}_empty"
     with psycopg.connect(owner, autocommit=True) as conn:
@@ -80,7 +83,7 @@ def test_services_refuse_an_unmigrated_database(env_for, base_settings, run_id):
             r = ioc(command, env=env_for(IOC_DATABASE_URL=_with_db(owner, name)))
             assert r.returncode == 1
             assert r.stderr.strip() == (
-                "error: the database is missing migration(s) 0001: run `ioc setup` first"
+                f"error: the database is missing migration(s) {every}: run `ioc setup` first"
             )
     finally:
         with psycopg.connect(owner, autocommit=True) as conn:
