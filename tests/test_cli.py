@@ -69,9 +69,8 @@ def test_expected_errors_are_one_line(env_for, migrated, extra, args, expected, 
 def test_services_refuse_an_unmigrated_database(env_for, base_settings, run_id):
     import psycopg
 
-    from tests.conftest import _with_db
-
     from core.migrate import available
+    from tests.conftest import _with_db
 
     every = ", ".join(m.version for m in available())
     owner = base_settings.database_url.get_secret_value()
