@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-please-0123456789")
     access_token_minutes: int = Field(15, ge=1, le=1440)
+    ingest_client_id: str = Field(
+        "ioc-ingest-1",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Stable MQTT client id of this ingest process (one per process).",
+    )
     ingest_batch_max: int = Field(2000, ge=1, le=100_000)
     ingest_batch_ms: int = Field(50, ge=1, le=10_000)
     mqtt_receive_maximum: int = Field(

@@ -16,8 +16,7 @@ import logging
 import queue
 import threading
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -28,11 +27,13 @@ from paho.mqtt.properties import Properties
 
 from core import bus, db
 from core.broker import INGEST_USER, account_password
+from core.errors import ServiceUnreachable
 from core.settings import Settings
 from core.site import Site
 from core.timescale import detect_edition
-from ingest.decode import Rejected, WifiApReading, decode
-from ingest.store import BatchWriter, DeadLetter
+from ingest.decode import Record
+from ingest.pipeline import Decoded, Pipeline
+from ingest.store import BatchWriter
 from ingest.topics import subscription
 
 log = logging.getLogger("ioc.ingest")
@@ -55,6 +56,7 @@ class IngestStats:
     rejected: int = 0
     batches: int = 0
     db_errors: int = 0
+    dead_by_code: dict[str, int] = field(default_factory=dict)
 
 
 class IngestService:
@@ -62,7 +64,10 @@ class IngestService:
         self.settings = settings
         self.site = site
         self.keys = bus.Keys(settings.redis_prefix)
-        self.client_id = client_id or f"ioc-ingest-{uuid.uuid4().hex[:8]}"
+        # A stable id: a restarted process resumes its persistent session and its backlog. (A
+        # random id would leave an orphan session in the shared-subscription group that keeps
+        # receiving its share of the messages until it expires.)
+        self.client_id = client_id or settings.ingest_client_id
         self.queue: queue.Queue[Incoming] = queue.Queue()
         self.stats = IngestStats()
         self.generation = 0
@@ -70,6 +75,10 @@ class IngestService:
         self._connected = threading.Event()
         self.client = self._make_client()
         self.redis = bus.connect(settings)
+        self.pipeline = Pipeline(settings, site, self.redis)
+        self._pending_events: list[Record] = []
+        self._next_health = 0.0
+        self._next_snapshot = 0.0
 
     # ------------------------------------------------------------------ MQTT side
     def _make_client(self) -> mqtt.Client:
@@ -108,13 +117,14 @@ class IngestService:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 24 * 3600
         props.ReceiveMaximum = self.settings.mqtt_receive_maximum
-        self.client.connect(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
+        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        try:
+            self.client.connect(host, port, keepalive=30, clean_start=False, properties=props)
+        except OSError as exc:
+            raise ServiceUnreachable(
+                f"Mosquitto is not reachable at {host}:{port} ({exc.strerror or exc}): "
+                "start it with `ioc broker start`"
+            ) from None
         self.client.loop_start()
 
     # ------------------------------------------------------------------ writer side
@@ -134,52 +144,59 @@ class IngestService:
         return batch
 
     def process(self, writer: BatchWriter, batch: list[Incoming]) -> None:
-        """Validate and commit one batch, then ack it and publish the latest values."""
+        """Validate and commit one batch, then ack it and publish latest values and health."""
         now = datetime.now(UTC)
-        readings: list[WifiApReading] = []
-        dead: list[DeadLetter] = []
+        d = Decoded()
         for m in batch:
-            r = decode(m.topic, m.payload, self.site, now)
-            if isinstance(r, Rejected):
-                dead.append(DeadLetter("mqtt", m.topic, r.source_id, r.reason, m.payload[:65536]))
-            else:
-                readings.append(r)
-        result = writer.write(readings, dead)
+            d.add(
+                self.pipeline.decoder.decode_message(m.topic, m.payload, now),
+                "mqtt",
+                m.topic,
+                m.payload,
+                m.received,
+            )
+        extra = self.pipeline.pending_back + self._pending_events
+        result = writer.write(d.records + extra, d.dead)
+        self.pipeline.pending_back = []
+        self._pending_events = []
         self.stats.batches += 1
         self.stats.received += len(batch)
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.rejected += result.rejected
+        for dl in d.dead:
+            self.stats.dead_by_code[dl.code] = self.stats.dead_by_code.get(dl.code, 0) + 1
         for m in batch:
             if m.generation == self.generation:
                 self.client.ack(m.mid, 1)
-        if dead:
+        if d.dead:
             log.warning(
-                "rejected %d message(s), e.g. %s: %s", len(dead), dead[0].topic, dead[0].reason
+                "rejected %d message(s), e.g. %s: %s",
+                len(d.dead),
+                d.dead[0].topic,
+                d.dead[0].reason,
             )
-        self._publish(readings)
+        self.pipeline.after_commit(d, time.time())
 
-    def _publish(self, readings: list[WifiApReading]) -> None:
-        if not readings:
+    def _health_tick(self, writer: BatchWriter | None) -> None:
+        """Every second: raise 'source offline' events; every few seconds, publish quality."""
+        now = time.time()
+        if now < self._next_health:
             return
-        latest: dict[str, tuple[float, dict]] = {}
-        for r in readings:
-            ts = r.time.timestamp()
-            if r.source_id not in latest or latest[r.source_id][0] < ts:
-                latest[r.source_id] = (
-                    ts,
-                    {"clients": r.clients, "up": r.up, "ts": ts, "org_unit": r.org_unit_id},
-                )
+        self._next_health = now + 1.0
         try:
-            changed = bus.set_latest_if_newer(self.redis, self.keys, "wifi_ap", latest)
-            if changed:
-                bus.xadd_json(
-                    self.redis,
-                    self.keys.readings_stream,
-                    {"stream": "wifi_ap", "values": {k: v for k, (_, v) in latest.items()}},
-                )
-        except Exception as exc:  # Redis down: data is stored, live view catches up later
-            log.warning("could not publish live values to Redis: %s", exc)
+            self._pending_events += self.pipeline.health_records(now)
+            if now >= self._next_snapshot:
+                self.pipeline.health.publish_snapshot(now)
+                self._next_snapshot = now + 5.0
+        except Exception as exc:  # Redis down: health resumes when it is back
+            log.warning("source health check failed: %s", exc)
+        if writer is not None and (self._pending_events or self.pipeline.pending_back):
+            try:
+                writer.write(self._pending_events + self.pipeline.pending_back, [])
+                self._pending_events, self.pipeline.pending_back = [], []
+            except psycopg.Error:
+                pass  # kept; written with the next batch
 
     def _open_writer(self, edition: str | None) -> BatchWriter | None:
         try:
@@ -200,6 +217,7 @@ class IngestService:
         backoff = 0.5
         pending: list[Incoming] = []
         while not self._stop.is_set():
+            self._health_tick(writer)
             batch = pending or self._take_batch()
             pending = []
             if not batch:
