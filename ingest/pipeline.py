@@ -47,7 +47,7 @@ class Decoded:
                 self.dead.append(
                     DeadLetter(
                         transport, topic, r.source_id, r.reason, scrub(payload[:65536]), r.code
-                    )  # fmt: skip
+                    )
                 )
                 self.seen.append((r.source_id, None, arrival))
             else:
@@ -117,8 +117,11 @@ class Pipeline:
             if isinstance(r, Record) and not r.stream.latest
         ]
         for i in range(0, len(events), EVENTS_PER_BATCH):
-            bus.xadd_json(self.redis, self.keys("stream", "events"),
-                          {"events": events[i : i + EVENTS_PER_BATCH]})  # fmt: skip
+            bus.xadd_json(
+                self.redis,
+                self.keys("stream", "events"),
+                {"events": events[i : i + EVENTS_PER_BATCH]},
+            )
 
     def _count_dead(self, dead: list[DeadLetter]) -> None:
         pipe = self.redis.pipeline()
@@ -135,8 +138,9 @@ class Pipeline:
         at = datetime.fromtimestamp(now, UTC)
         for src, last in self.health.check_offline(now):
             values = {"last_seen": last, "silent_s": round(now - last, 1)}
-            out.append(Record(SOURCE_OFFLINE, at, src.id, src.org_unit,
-                              f"offline-{int(last)}", values))  # fmt: skip
+            out.append(
+                Record(SOURCE_OFFLINE, at, src.id, src.org_unit, f"offline-{int(last)}", values)
+            )
             self._xadd_health("source_offline", src.id, src.org_unit, now, values)
         return out
 
@@ -153,10 +157,12 @@ class Pipeline:
                 src.org_unit,
                 f"back-{int(at * 1000)}",
                 {},
-            )  # fmt: skip
+            )
         )
 
     def _xadd_health(self, kind: str, sid: str, unit: str, ts: float, values: dict) -> None:
-        bus.xadd_json(self.redis, self.keys("stream", "events"),
-                      {"events": [{"stream": kind, "source_id": sid, "org_unit": unit, "ts": ts,
-                                   **values}]})  # fmt: skip
+        bus.xadd_json(
+            self.redis,
+            self.keys("stream", "events"),
+            {"events": [{"stream": kind, "source_id": sid, "org_unit": unit, "ts": ts, **values}]},
+        )

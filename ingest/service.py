@@ -101,7 +101,10 @@ class IngestService:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.generation += 1
-        client.subscribe(subscription(self.settings.topic_prefix), qos=1)
+        # Subscribe on every connect: Mosquitto 2.0 does not restore shared subscriptions from
+        # its persistence file after a restart (plain ones it does; see ingest_shared).
+        group = "ioc-ingest" if self.settings.ingest_shared else None
+        client.subscribe(subscription(self.settings.topic_prefix, group=group), qos=1)
         self._connected.set()
         log.info("connected to broker (session present: %s)", flags.session_present)
 
@@ -251,6 +254,16 @@ class IngestService:
         self.client.loop_stop()
         if writer is not None:
             writer.conn.close()
+        st = self.stats
+        log.info(
+            "ingest %s stopped: received=%d stored=%d duplicates=%d rejected=%d db_errors=%d",
+            self.client_id,
+            st.received,
+            st.stored,
+            st.duplicates,
+            st.rejected,
+            st.db_errors,
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -50,6 +51,12 @@ def _aware(v: datetime) -> datetime:
     return v
 
 
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("a number is expected, not true/false")
+    return v
+
+
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
@@ -62,9 +69,11 @@ def _annotation(f: StreamField) -> Any:
         lim["le"] = f.max
     desc = f"{f.description or f.name}{f' ({f.unit})' if f.unit else ''}"
     if f.type == "int":
-        t: Any = Annotated[int, Field(description=desc, **lim)]
+        t: Any = Annotated[int, BeforeValidator(_no_bool), Field(description=desc, **lim)]
     elif f.type == "float":
-        t = Annotated[float, Field(description=desc, allow_inf_nan=False, **lim)]
+        t = Annotated[
+            float, BeforeValidator(_no_bool), Field(description=desc, allow_inf_nan=False, **lim)
+        ]
     elif f.type == "str":
         t = Annotated[str, Field(min_length=1, max_length=f.max_length, description=desc)]
     elif f.type == "bool":
@@ -121,10 +130,17 @@ WIFI_LOGINS = Table("wifi_logins", ("device_hash", "method"), ("text", "text"))
 TELEMETRY = Table("telemetry", ("metric", "value"), ("text", "float8"))
 DOSSIERS = Table(
     "dossier_events",
-    ("dossier_id", "event", "channel", "procedure_code", "agency", "dossier_org_unit",
-     "end_to_end"),
+    (
+        "dossier_id",
+        "event",
+        "channel",
+        "procedure_code",
+        "agency",
+        "dossier_org_unit",
+        "end_to_end",
+    ),
     ("text", "text", "text", "text", "text", "text", "bool"),
-)  # fmt: skip
+)
 PAYMENTS = Table(
     "payments",
     ("payment_id", "dossier_id", "amount_vnd", "method", "status", "procedure_code"),
@@ -147,8 +163,18 @@ BUDGET = Table(
 )
 EVENTS = Table("events", ("kind", "payload"), ("text", "jsonb"))
 RECORDS = Table("stream_records", ("stream", "data"), ("text", "jsonb"))
-TABLES = (WIFI, WIFI_LOGINS, TELEMETRY, DOSSIERS, PAYMENTS, FIELD_REPORTS, PRESS, BUDGET, EVENTS,
-          RECORDS)  # fmt: skip
+TABLES = (
+    WIFI,
+    WIFI_LOGINS,
+    TELEMETRY,
+    DOSSIERS,
+    PAYMENTS,
+    FIELD_REPORTS,
+    PRESS,
+    BUDGET,
+    EVENTS,
+    RECORDS,
+)
 
 
 @dataclass(frozen=True)
@@ -349,7 +375,7 @@ BUILTIN: tuple[Stream, ...] = (
                     "allocated",
                     "returned",
                 ],
-            ),  # fmt: skip
+            ),
             F("amount_vnd", "int", "VND", min=0, max=10**15, required=False),
         ),
         BUDGET,
@@ -420,7 +446,9 @@ def _compile(s: Stream) -> CompiledStream:
 
 
 # Source-health events, written by ingest itself to the events table (not accepted from devices).
-SOURCE_OFFLINE = Stream("source_offline", ALL_KINDS, "Nguồn dữ liệu mất tín hiệu", (), EVENTS,
-                        layout="event")  # fmt: skip
-SOURCE_BACK = Stream("source_back", ALL_KINDS, "Nguồn dữ liệu có tín hiệu trở lại", (), EVENTS,
-                     layout="event")  # fmt: skip
+SOURCE_OFFLINE = Stream(
+    "source_offline", ALL_KINDS, "Nguồn dữ liệu mất tín hiệu", (), EVENTS, layout="event"
+)
+SOURCE_BACK = Stream(
+    "source_back", ALL_KINDS, "Nguồn dữ liệu có tín hiệu trở lại", (), EVENTS, layout="event"
+)
