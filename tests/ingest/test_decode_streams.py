@@ -43,8 +43,14 @@ def one(dec, topic_: str, **fields):
     return dec.decode_message(topic_, orjson.dumps({"msg_id": "m1", "ts": TS, **fields}), NOW)
 
 
-DOSSIER = dict(dossier_id="HS-1", event="completed_on_time", channel="online",
-               procedure_code="1.004227", agency="Phòng Tư pháp", org_unit="iahdrai-iadal")  # fmt: skip
+DOSSIER = {
+    "dossier_id": "HS-1",
+    "event": "completed_on_time",
+    "channel": "online",
+    "procedure_code": "1.004227",
+    "agency": "Phòng Tư pháp",
+    "org_unit": "iahdrai-iadal",
+}
 
 
 @pytest.mark.parametrize(
