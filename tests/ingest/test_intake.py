@@ -107,8 +107,11 @@ def test_ngsi_ld_entities(http, isettings, idb, ireds):
         "location": {"type": "Point", "coordinates": [107.45, 14.01]},
     }
     other = {"id": "urn:x", "type": "ParkingSpot"}
-    r = http.post("/api/v1/intake/sensor-sesan-level/ngsi-ld/v1/entityOperations/upsert",
-                  json=[crowd, alert, other], headers=key(isettings, "sensor-sesan-level"))  # fmt: skip
+    r = http.post(
+        "/api/v1/intake/sensor-sesan-level/ngsi-ld/v1/entityOperations/upsert",
+        json=[crowd, alert, other],
+        headers=key(isettings, "sensor-sesan-level"),
+    )
     out = r.json()
     assert out["accepted"] == 2 and "unsupported NGSI-LD type" in out["rejected"][0]["reason"]
     assert count(idb, "telemetry", "metric = 'crowd_flow.people_count' AND value = 42")
