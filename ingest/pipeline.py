@@ -40,8 +40,14 @@ class Decoded:
     dead: list[DeadLetter] = field(default_factory=list)
     seen: list[tuple[str | None, float | None, float]] = field(default_factory=list)
 
-    def add(self, results: list[Result], transport: str, topic: str | None, payload: bytes,
-            arrival: float) -> None:  # fmt: skip
+    def add(
+        self,
+        results: list[Result],
+        transport: str,
+        topic: str | None,
+        payload: bytes,
+        arrival: float,
+    ) -> None:
         for r in results:
             if isinstance(r, Rejected):
                 self.dead.append(

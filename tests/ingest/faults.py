@@ -41,8 +41,12 @@ class Publisher(threading.Thread):
         t0 = time.monotonic()
         for i in range(self.total):
             ap = self.aps[i % len(self.aps)]
-            body = {"msg_id": f"{self.run_id}-{i}", "ts": datetime.now(UTC).isoformat(),
-                    "status": "up", "clients": i % 500}  # fmt: skip
+            body = {
+                "msg_id": f"{self.run_id}-{i}",
+                "ts": datetime.now(UTC).isoformat(),
+                "status": "up",
+                "clients": i % 500,
+            }
             t = topic_for(self.settings.topic_prefix, ap.org_unit, "wifi_ap", ap.id, "status")
             self.c.publish(t, orjson.dumps(body), qos=1)
             self.published += 1

@@ -60,32 +60,51 @@ DOSSIER = {
         ("sensor-sesan-level", "water_level", {"level_m": 3.5}, "telemetry"),
         ("sensor-air-tthc", "air_quality", {"pm25": 12.5, "aqi": 40}, "telemetry"),
         ("motcua-igate", "dossier", DOSSIER, "dossier_events"),
-        ("motcua-igate", "payment",
-         {"payment_id": "P", "amount_vnd": 20000, "method": "qr", "status": "succeeded"},
-         "payments"),
-        ("motcua-igate", "field_report",
-         {"report_id": "R1", "category": "rac_thai", "status": "new", "lat": 14.1, "lon": 107.5},
-         "field_reports"),
-        ("baochi-monitor", "press",
-         {"item_id": "I", "outlet": "Báo Kon Tum", "topic": "đất đai", "sentiment": -0.7},
-         "press_items"),
-        ("dutoan-ngsnn", "budget_estimate",
-         {"unit": "iahdrai-iadom", "fiscal_year": 2026, "plan": "annual", "status": "submitted"},
-         "budget_status"),
-        ("motcua-igate", "telehealth",
-         {"consultation_id": "C", "facility": "iahdrai-iatoi", "duration_min": 12.5},
-         "stream_records"),
+        (
+            "motcua-igate",
+            "payment",
+            {"payment_id": "P", "amount_vnd": 20000, "method": "qr", "status": "succeeded"},
+            "payments",
+        ),
+        (
+            "motcua-igate",
+            "field_report",
+            {"report_id": "R1", "category": "rac_thai", "status": "new", "lat": 14.1, "lon": 107.5},
+            "field_reports",
+        ),
+        (
+            "baochi-monitor",
+            "press",
+            {"item_id": "I", "outlet": "Báo Kon Tum", "topic": "đất đai", "sentiment": -0.7},
+            "press_items",
+        ),
+        (
+            "dutoan-ngsnn",
+            "budget_estimate",
+            {"unit": "iahdrai-iadom", "fiscal_year": 2026, "plan": "annual", "status": "submitted"},
+            "budget_status",
+        ),
+        (
+            "motcua-igate",
+            "telehealth",
+            {"consultation_id": "C", "facility": "iahdrai-iatoi", "duration_min": 12.5},
+            "stream_records",
+        ),
         ("sensor-sesan-level", "alert", {"category": "flood", "severity": "high"}, "events"),
     ],
-)  # fmt: skip
+)
 def test_each_stream_goes_to_its_table(dec, isite, source, stream, fields, table):
     [r] = one(dec, t(isite, source, stream), **fields)
     assert not isinstance(r, Rejected), r
     assert r.table.name == table
     rows = r.rows()
     assert rows and all(len(row) == len(r.table.all_columns) for row in rows)
-    assert rows[0][:4] == (datetime(2026, 3, 2, 2, 29, 58, tzinfo=UTC), source,
-                           isite.source_by_id[source].org_unit, "m1")  # fmt: skip
+    assert rows[0][:4] == (
+        datetime(2026, 3, 2, 2, 29, 58, tzinfo=UTC),
+        source,
+        isite.source_by_id[source].org_unit,
+        "m1",
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,20 +114,34 @@ def test_each_stream_goes_to_its_table(dec, isite, source, stream, fields, table
         ("sensor-air-tthc", "air_quality", {"pm25": -1}, "pm25: Input should be greater"),
         ("motcua-igate", "dossier", {**DOSSIER, "channel": "fax"}, "channel: Input should be"),
         ("motcua-igate", "dossier", {**DOSSIER, "org_unit": "hanoi"}, "unknown org unit 'hanoi'"),
-        ("dutoan-ngsnn", "budget_estimate",
-         {"unit": "iahdrai", "fiscal_year": 1990, "plan": "annual", "status": "submitted"},
-         "fiscal_year"),
-        ("baochi-monitor", "press",
-         {"item_id": "I", "outlet": "o", "topic": "t", "sentiment": 2}, "sentiment"),
-        ("motcua-igate", "telehealth",
-         {"consultation_id": "C", "facility": "iahdrai", "duration_min": -3}, "duration_min"),
+        (
+            "dutoan-ngsnn",
+            "budget_estimate",
+            {"unit": "iahdrai", "fiscal_year": 1990, "plan": "annual", "status": "submitted"},
+            "fiscal_year",
+        ),
+        (
+            "baochi-monitor",
+            "press",
+            {"item_id": "I", "outlet": "o", "topic": "t", "sentiment": 2},
+            "sentiment",
+        ),
+        (
+            "motcua-igate",
+            "telehealth",
+            {"consultation_id": "C", "facility": "iahdrai", "duration_min": -3},
+            "duration_min",
+        ),
         ("motcua-igate", "water_level", {"level_m": 1.0}, "unknown stream"),
         ("wifi-gw-tthc", "login", {"device": "not-a-mac", "method": "sms"}, "device:"),
-        ("motcua-igate", "payment",
-         {"payment_id": "P", "amount_vnd": True, "method": "qr", "status": "succeeded"},
-         "amount_vnd"),
+        (
+            "motcua-igate",
+            "payment",
+            {"payment_id": "P", "amount_vnd": True, "method": "qr", "status": "succeeded"},
+            "amount_vnd",
+        ),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_and_wrong_values_are_rejected(dec, isite, source, stream, fields, reason):
     [r] = one(dec, t(isite, source, stream), **fields)
     assert isinstance(r, Rejected)
@@ -120,12 +153,10 @@ def test_device_identifiers_are_hashed_never_kept(dec, isite):
     assert isinstance(r, Record)
     [row] = r.rows()
     assert "3c22fb12ab9e" not in str(row).lower() and "3C:22" not in str(row)
-    [same] = one(dec, t(isite, "wifi-ap-motcua", "login"), device="3c-22-fb-12-ab-9e",
-                 method="sms")  # fmt: skip
+    [same] = one(dec, t(isite, "wifi-ap-motcua", "login"), device="3c-22-fb-12-ab-9e", method="sms")
     assert same.rows()[0][4] == row[4]  # one device, one hash, whatever the notation
     other = Decoder(isite, b"another-key")
-    [r2] = one(other, t(isite, "wifi-ap-motcua", "login"), device="3C:22:FB:12:AB:9E",
-               method="sms")  # fmt: skip
+    [r2] = one(other, t(isite, "wifi-ap-motcua", "login"), device="3C:22:FB:12:AB:9E", method="sms")
     assert r2.rows()[0][4] != row[4]  # keyed: not a dictionary-attackable plain hash
     assert scrub(b'{"device": "3C:22:FB:12:AB:9E"}') == b'{"device": "<mac>"}'
 

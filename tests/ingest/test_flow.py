@@ -47,13 +47,31 @@ def test_typed_streams_are_stored_in_their_tables(fresh, isite, ibg, idb):
     run = uuid.uuid4().hex[:6]
     igate = connect(client(fresh, "motcua-igate"), fresh)
     dossiers = [
-        body(f"{run}-d{i}", dossier_id=f"HS-{i}", event=ev, channel=ch, procedure_code="1.004227",
-             agency="Phòng Tư pháp", org_unit="iahdrai-iatoi", end_to_end=ch == "online")
-        for i, (ev, ch) in enumerate([("received", "online"), ("completed_late", "counter"),
-                                      ("returned", "online")])
-    ]  # fmt: skip
-    dossiers.append(body(f"{run}-dbad", dossier_id="HS-x", event="lost", channel="online",
-                         procedure_code="1", agency="a", org_unit="iahdrai-iatoi"))  # fmt: skip
+        body(
+            f"{run}-d{i}",
+            dossier_id=f"HS-{i}",
+            event=ev,
+            channel=ch,
+            procedure_code="1.004227",
+            agency="Phòng Tư pháp",
+            org_unit="iahdrai-iatoi",
+            end_to_end=ch == "online",
+        )
+        for i, (ev, ch) in enumerate(
+            [("received", "online"), ("completed_late", "counter"), ("returned", "online")]
+        )
+    ]
+    dossiers.append(
+        body(
+            f"{run}-dbad",
+            dossier_id="HS-x",
+            event="lost",
+            channel="online",
+            procedure_code="1",
+            agency="a",
+            org_unit="iahdrai-iatoi",
+        )
+    )
     igate.publish(topic(fresh, isite, "motcua-igate", "dossier"), dumps(dossiers), qos=1)
     igate.publish(
         topic(fresh, isite, "motcua-igate", "payment"),
@@ -88,16 +106,18 @@ def test_typed_streams_are_stored_in_their_tables(fresh, isite, ibg, idb):
     wait_until(lambda: count(idb, "dossier_events", "msg_id LIKE %s", f"{run}-%") == 3)
     assert count(idb, "payments", "msg_id = %s AND amount_vnd = 50000", f"{run}-p") == 1
     rec = idb.execute("SELECT stream, data FROM stream_records WHERE msg_id = %s", (f"{run}-m",))
-    assert rec.fetchone() == ("meeting_session", {"meeting_id": "M1", "status": "started",
-                                                  "participants": 12})  # fmt: skip
+    assert rec.fetchone() == (
+        "meeting_session",
+        {"meeting_id": "M1", "status": "started", "participants": 12},
+    )
     metrics = dict(
         idb.execute("SELECT metric, value FROM telemetry WHERE msg_id = %s", (f"{run}-w",))
     )
     assert metrics == {"water_level.level_m": 4.25, "water_level.flow_m3s": 310.0}
     row = idb.execute(
-        "SELECT event, channel, dossier_org_unit, end_to_end FROM dossier_events "
-        "WHERE msg_id = %s", (f"{run}-d1",)
-    ).fetchone()  # fmt: skip
+        "SELECT event, channel, dossier_org_unit, end_to_end FROM dossier_events WHERE msg_id = %s",
+        (f"{run}-d1",),
+    ).fetchone()
     assert row == ("completed_late", "counter", "iahdrai-iatoi", False)
     wait_until(lambda: count(idb, "dead_letters", "reason LIKE %s", "[3].event:%"))
     # never a raw MAC: not in the logins, not in the dead letters
@@ -139,8 +159,11 @@ def test_every_bad_input_is_dead_lettered_and_good_ones_kept(fresh, isite, ibg, 
         ap.publish(t, dumps(body(f"{run}-g{i}", status="up", clients=i)), qos=1)
     # unknown source, published by the trusted publisher account on a topic no device owns
     pub = connect(client(fresh, PUBLISHER_USER), fresh)
-    pub.publish(f"{fresh.topic_prefix}/iahdrai-iatoi/wifi_ap/ghost-ap/status",
-                dumps(body(status="up", clients=1)), qos=1).wait_for_publish(5)  # fmt: skip
+    pub.publish(
+        f"{fresh.topic_prefix}/iahdrai-iatoi/wifi_ap/ghost-ap/status",
+        dumps(body(status="up", clients=1)),
+        qos=1,
+    ).wait_for_publish(5)
     ap.publish(t, dumps(body(f"{run}-last", status="up", clients=99)), qos=1).wait_for_publish(5)
     wait_until(lambda: count(idb, "wifi_ap_readings", "msg_id LIKE %s", f"{run}-%") == 8)
     codes = {c for (c,) in idb.execute("SELECT code FROM dead_letters")}
@@ -159,8 +182,9 @@ def test_late_sensor_reading_is_stored_but_never_overwrites_latest(fresh, isite,
     run = uuid.uuid4().hex[:6]
     s.publish(t, dumps(body(f"{run}-new", ts=now, pm25=35.0)), qos=1).wait_for_publish(5)
     wait_until(lambda: count(idb, "telemetry", "msg_id = %s", f"{run}-new") == 1)
-    s.publish(t, dumps(body(f"{run}-old", ts=now - timedelta(minutes=10), pm25=180.0)),
-              qos=1).wait_for_publish(5)  # fmt: skip
+    s.publish(
+        t, dumps(body(f"{run}-old", ts=now - timedelta(minutes=10), pm25=180.0)), qos=1
+    ).wait_for_publish(5)
     wait_until(lambda: count(idb, "telemetry", "msg_id = %s", f"{run}-old") == 1)
     latest = orjson.loads(ireds.hget(f"{fresh.redis_prefix}:latest:air_quality", "sensor-air-tthc"))
     assert latest["pm25"] == 35.0
@@ -190,12 +214,16 @@ def test_source_health_offline_back_skew_and_quality(fresh, ibg, idb, ireds):
     assert snap["parts"]["dung"] < 1 and snap["score"] < 100
     # silent for more than 3 intervals: one "source offline" event, stored and on the bus
     wait_until(lambda: health.snapshot(time.time())["sensor-air-tthc"]["offline"], timeout=10)
-    wait_until(lambda: count(idb, "events", "kind = 'source_offline' AND source_id = %s",
-                             "sensor-air-tthc"))  # fmt: skip
+    wait_until(
+        lambda: count(
+            idb, "events", "kind = 'source_offline' AND source_id = %s", "sensor-air-tthc"
+        )
+    )
     s.publish(t, dumps(body(f"{run}-b", pm25=11.0)), qos=1).wait_for_publish(5)
     wait_until(lambda: not health.snapshot(time.time())["sensor-air-tthc"]["offline"])
-    wait_until(lambda: count(idb, "events", "kind = 'source_back' AND source_id = %s",
-                             "sensor-air-tthc"))  # fmt: skip
+    wait_until(
+        lambda: count(idb, "events", "kind = 'source_back' AND source_id = %s", "sensor-air-tthc")
+    )
     kinds = [
         e["stream"]
         for _, f in ireds.xrange(f"{fresh.redis_prefix}:stream:events")
@@ -203,8 +231,9 @@ def test_source_health_offline_back_skew_and_quality(fresh, ibg, idb, ireds):
         if e.get("source_id") == "sensor-air-tthc"
     ]
     assert kinds.count("source_offline") == 1 and "source_back" in kinds
-    summary = wait_until(lambda: ireds.hget(f"{fresh.redis_prefix}:health_summary",
-                                            "sensor-air-tthc"), timeout=8)  # fmt: skip
+    summary = wait_until(
+        lambda: ireds.hget(f"{fresh.redis_prefix}:health_summary", "sensor-air-tthc"), timeout=8
+    )
     assert 0 <= orjson.loads(summary)["score"] <= 100
     s.disconnect()
 
@@ -229,10 +258,36 @@ def test_broker_refuses_anonymous_and_forged_publishing(fresh, isite, ibg, idb):
     a.on_message = lambda c, u, m: got.append(m.topic)
     a.subscribe(f"{fresh.topic_prefix}/#", qos=1)
     b = connect(client(fresh, "motcua-igate"), fresh)
-    b.publish(topic(fresh, isite, "motcua-igate", "payment"),
-              dumps(body(payment_id="Y", amount_vnd=2, method="qr", status="succeeded")),
-              qos=1).wait_for_publish(5)  # fmt: skip
+    b.publish(
+        topic(fresh, isite, "motcua-igate", "payment"),
+        dumps(body(payment_id="Y", amount_vnd=2, method="qr", status="succeeded")),
+        qos=1,
+    ).wait_for_publish(5)
     time.sleep(0.5)
     assert got == []
     a.disconnect()
     b.disconnect()
+
+
+def test_broker_files_follow_the_site_file_and_reload(ibroker, isite, fresh):
+    """A source added to the site file can connect once `ioc broker reload` regenerated the
+    password and ACL files; before, it is refused."""
+    from core import broker
+
+    data = yaml.safe_load(SAMPLE_SITE.read_text())
+    data["sources"].append(
+        {
+            "id": "sensor-new-gauge",
+            "kind": "sensor",
+            "org_unit": "iahdrai-iadom",
+            "name": "Trạm đo mới",
+        }
+    )
+    grown = Site.model_validate(data)
+    with pytest.raises(ConnectionRefusedError):
+        connect(client(fresh, "sensor-new-gauge"), fresh)
+    assert broker.start(ibroker.settings, grown) == "reloaded"
+    time.sleep(0.5)
+    c = connect(client(fresh, "sensor-new-gauge"), fresh)
+    c.disconnect()
+    assert broker.start(ibroker.settings, isite) == "reloaded"

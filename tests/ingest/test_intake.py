@@ -32,8 +32,15 @@ def count(db, table: str, where: str, *params) -> int:
 
 
 def dossier(mid: str, **over) -> dict:
-    d = body(mid, dossier_id="HS-9", event="received", channel="online",
-             procedure_code="2.001", agency="Một cửa huyện", org_unit="iahdrai-iadom")  # fmt: skip
+    d = body(
+        mid,
+        dossier_id="HS-9",
+        event="received",
+        channel="online",
+        procedure_code="2.001",
+        agency="Một cửa huyện",
+        org_unit="iahdrai-iadom",
+    )
     d.update(over)
     return d
 
@@ -86,8 +93,11 @@ def test_ngsi_ld_entities(http, isettings, idb, ireds):
         "clientsConnected": {"type": "Property", "value": 125},
         "timeInstant": {"type": "Property", "value": {"@type": "DateTime", "@value": now}},
     }
-    r = http.post("/api/v1/intake/wifi-ap-hoitruong/ngsi-ld/v1/entities", json=ap,
-                  headers=key(isettings, "wifi-ap-hoitruong"))  # fmt: skip
+    r = http.post(
+        "/api/v1/intake/wifi-ap-hoitruong/ngsi-ld/v1/entities",
+        json=ap,
+        headers=key(isettings, "wifi-ap-hoitruong"),
+    )
     assert r.status_code == 200 and r.json()["stored"] == 1, r.text
     assert count(idb, "wifi_ap_readings", "source_id = 'wifi-ap-hoitruong' AND clients = 125")
     crowd = {
@@ -115,20 +125,34 @@ def test_ngsi_ld_entities(http, isettings, idb, ireds):
     out = r.json()
     assert out["accepted"] == 2 and "unsupported NGSI-LD type" in out["rejected"][0]["reason"]
     assert count(idb, "telemetry", "metric = 'crowd_flow.people_count' AND value = 42")
-    assert count(idb, "events", "kind = 'alert' AND payload->>'sub_category' = 'flood' "
-                 "AND (payload->>'lat')::float = 14.01")  # fmt: skip
+    assert count(
+        idb,
+        "events",
+        "kind = 'alert' AND payload->>'sub_category' = 'flood' "
+        "AND (payload->>'lat')::float = 14.01",
+    )
 
 
 def test_open311_service_requests(http, isettings, idb):
     rid = uuid.uuid4().hex[:8]
-    req = {"service_request_id": rid, "status": "open", "service_code": "den_duong_hong",
-           "description": "Đèn đường hỏng", "lat": 14.1, "long": 107.55,
-           "requested_datetime": datetime.now(UTC).isoformat()}  # fmt: skip
-    r = http.post("/api/v1/intake/motcua-igate/open311/requests", json=req,
-                  headers=key(isettings, "motcua-igate"))  # fmt: skip
+    req = {
+        "service_request_id": rid,
+        "status": "open",
+        "service_code": "den_duong_hong",
+        "description": "Đèn đường hỏng",
+        "lat": 14.1,
+        "long": 107.55,
+        "requested_datetime": datetime.now(UTC).isoformat(),
+    }
+    r = http.post(
+        "/api/v1/intake/motcua-igate/open311/requests",
+        json=req,
+        headers=key(isettings, "motcua-igate"),
+    )
     assert r.status_code == 200 and r.json()["stored"] == 1, r.text
-    row = idb.execute("SELECT category, status, lon FROM field_reports WHERE report_id = %s",
-                      (rid,)).fetchone()  # fmt: skip
+    row = idb.execute(
+        "SELECT category, status, lon FROM field_reports WHERE report_id = %s", (rid,)
+    ).fetchone()
     assert row == ("den_duong_hong", "new", 107.55)
 
 

@@ -19,8 +19,12 @@ from core.site import Site
 from ingest.topics import topic_for
 
 
-def client(settings: Settings, username: str | None, password: str | None = None,
-           client_id: str | None = None) -> mqtt.Client:  # fmt: skip
+def client(
+    settings: Settings,
+    username: str | None,
+    password: str | None = None,
+    client_id: str | None = None,
+) -> mqtt.Client:
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or f"t-{username}-{uuid.uuid4().hex[:6]}",
@@ -47,8 +51,13 @@ def connect(c: mqtt.Client, settings: Settings, *, persistent: bool = False) -> 
     if persistent:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-    c.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30, clean_start=not persistent,
-              properties=props)  # fmt: skip
+    c.connect(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        keepalive=30,
+        clean_start=not persistent,
+        properties=props,
+    )
     c.loop_start()
     if not done.wait(10):
         raise AssertionError("broker did not answer CONNECT")
@@ -64,8 +73,11 @@ def topic(settings: Settings, site: Site, source_id: str, stream: str) -> str:
 
 
 def body(msg_id: str | None = None, ts: datetime | None = None, **fields: Any) -> dict[str, Any]:
-    return {"msg_id": msg_id or uuid.uuid4().hex, "ts": (ts or datetime.now(UTC)).isoformat(),
-            **fields}  # fmt: skip
+    return {
+        "msg_id": msg_id or uuid.uuid4().hex,
+        "ts": (ts or datetime.now(UTC)).isoformat(),
+        **fields,
+    }
 
 
 def dumps(x: Any) -> bytes:
