@@ -49,9 +49,14 @@ class Broker:
 
     def __init__(self, settings: Settings, site: Site) -> None:
         self.dir = _tempdir("ioc-mqtt-")
-        self.settings = settings.model_copy(
-            update={"mqtt_port": free_port(), "var_dir": self.dir, "mqtt_host": "127.0.0.1"}
-        )
+        update: dict[str, object] = {
+            "mqtt_port": free_port(),
+            "var_dir": self.dir,
+            "mqtt_host": "127.0.0.1",
+        }
+        if "mqtt_tls_port" in Settings.model_fields:  # builds whose broker also listens on TLS
+            update["mqtt_tls_port"] = free_port()
+        self.settings = settings.model_copy(update=update)
         self.site = site
 
     def start(self) -> Broker:
