@@ -162,3 +162,35 @@ def test_two_ingest_processes_share_the_load(fsettings, isite, tmp_path):
     assert sum(shares) == total  # split between the two, no row written twice
     assert min(shares) > total * 0.2, shares
     pub.close()
+
+
+def test_memory_is_bounded_while_the_database_is_down(fsettings, isite, pg, ibg):
+    """With the database down ingest acks nothing, so the broker stops at the in-flight window
+    (Receive Maximum) and keeps the backlog; ingest holds at most one window in memory."""
+    from ingest.service import IngestService
+
+    window = 100
+    s = fsettings.model_copy(update={"mqtt_receive_maximum": window, "ingest_batch_max": 50})
+    svc = IngestService(s, isite, client_id="ing-bounded")
+    ibg.start(svc)
+    assert svc.wait_connected(10)
+    time.sleep(0.3)
+    pg.stop("fast")
+    try:
+        run = uuid.uuid4().hex[:6]
+        total = 3000
+        pub = Publisher(s, isite, run, total, RATE)
+        pub.start()
+        peak = 0
+        deadline = time.monotonic() + total / RATE + 3
+        while time.monotonic() < deadline:
+            peak = max(peak, svc.queue.qsize())
+            time.sleep(0.01)
+        assert pub.acked == total  # the broker took everything: the backlog is there
+        assert svc.stats.stored == 0
+        assert 0 < peak <= window
+    finally:
+        pg.start()
+    wait_until(lambda: stored(s, run)[0] >= total, timeout=60, every=0.5)
+    assert stored(s, run) == (total, total)
+    pub.close()
