@@ -274,12 +274,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, object]
         )
         expected_rows = pub["published"] * args.batch
         with psycopg.connect(url, autocommit=True) as conn:
-            deadline = time.time() + 120
-            rows = 0
-            while time.time() < deadline:
+            # Drain: wait until every row is there, or no progress for 15 s (then the rest
+            # counts as lost).
+            rows, last_rows, progress_at = 0, -1, time.time()
+            while rows < expected_rows and time.time() - progress_at < 15:
                 rows = conn.execute("SELECT count(*) FROM wifi_ap_readings").fetchone()[0]
-                if rows >= expected_rows:
-                    break
+                if rows != last_rows:
+                    last_rows, progress_at = rows, time.time()
                 time.sleep(0.5)
             time.sleep(1.0)
             lag = "extract(epoch FROM ingested_at - time)"

@@ -61,6 +61,16 @@ class Decoded:
                 self.seen.append((r.source_id, r.time.timestamp(), arrival))
 
 
+def decode_safely(decoder: Decoder, topic: str, payload: bytes, now: datetime) -> list[Result]:
+    """The decoder never raises on input (property-tested); should a bug make it raise, the
+    message becomes a dead letter instead of stopping ingestion."""
+    try:
+        return decoder.decode_message(topic, payload, now)
+    except Exception as exc:
+        log.exception("decoder failed on a message of %s", topic)
+        return [Rejected(f"internal error while decoding ({type(exc).__name__})", None, "internal")]
+
+
 class Pipeline:
     def __init__(self, settings: Settings, site: Site, client: redis.Redis) -> None:
         self.settings = settings
@@ -81,7 +91,7 @@ class Pipeline:
             back = self.health.record(tally(d.seen), now)
             for sid in back:
                 self.emit_health_event(sid, back=True, at=now)
-        except redis.RedisError as exc:  # data is stored; the live view catches up later
+        except Exception as exc:  # data is stored and acked; the live view catches up later
             log.warning("could not publish live values to Redis: %s", exc)
 
     # ------------------------------------------------------------------ live values

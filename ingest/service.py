@@ -7,6 +7,13 @@ the client and capped by Mosquitto's ``max_inflight_messages``) bounds how many 
 messages can be in memory, so when the database is slow or down the backlog stays in the broker.
 Messages received on an earlier connection are never acked on a newer one: the broker redelivers
 them and the idempotency key absorbs the copy.
+
+The window also caps throughput (at most ``IOC_MQTT_RECEIVE_MAXIMUM`` messages between broker
+and commit): it is set to twice the batch size so one batch commits while the next fills. One
+process uses a plain persistent subscription (restored by Mosquitto after a restart); with
+``IOC_INGEST_SHARED`` several processes split the load in an MQTT 5 shared subscription. Between
+batches the writer checks source silence (offline/back events) and publishes source health.
+See docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from core.settings import Settings
 from core.site import Site
 from core.timescale import detect_edition
 from ingest.decode import Record
-from ingest.pipeline import Decoded, Pipeline
+from ingest.pipeline import Decoded, Pipeline, decode_safely
 from ingest.store import BatchWriter
 from ingest.topics import subscription
 
@@ -152,7 +159,7 @@ class IngestService:
         d = Decoded()
         for m in batch:
             d.add(
-                self.pipeline.decoder.decode_message(m.topic, m.payload, now),
+                decode_safely(self.pipeline.decoder, m.topic, m.payload, now),
                 "mqtt",
                 m.topic,
                 m.payload,

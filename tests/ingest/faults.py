@@ -75,6 +75,18 @@ def ingest_env(settings: Settings, client_id: str, shared: bool = False) -> dict
     return env
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+def kill_leftovers() -> None:
+    """Stop every ingest child a test started and did not stop (a failed assertion)."""
+    while STARTED:
+        p = STARTED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 def start_ingest(
     settings: Settings, client_id: str, log_path, shared: bool = False
 ) -> subprocess.Popen:

@@ -18,10 +18,16 @@ import pytest
 
 from ingest.throwaway import Broker, Postgres, create_database
 from tests.ingest.conftest import wait_until
-from tests.ingest.faults import Publisher, start_ingest
+from tests.ingest.faults import Publisher, kill_leftovers, start_ingest
 
 PG_DOWN_S = float(os.environ.get("INGEST_FAULT_PG_DOWN_S", "8"))
 RATE = 2000
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="module")
