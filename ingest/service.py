@@ -84,6 +84,7 @@ class IngestService:
         self.redis = bus.connect(settings)
         self.pipeline = Pipeline(settings, site, self.redis)
         self._pending_events: list[Record] = []
+        self._prepared: queue.Queue[tuple[list[Incoming], Decoded]] = queue.Queue(maxsize=2)
         self._next_health = 0.0
         self._next_snapshot = 0.0
 
@@ -155,6 +156,9 @@ class IngestService:
 
     def process(self, writer: BatchWriter, batch: list[Incoming]) -> None:
         """Validate and commit one batch, then ack it and publish latest values and health."""
+        self.commit_batch(writer, batch, self.decode_batch(batch))
+
+    def decode_batch(self, batch: list[Incoming]) -> Decoded:
         now = datetime.now(UTC)
         d = Decoded()
         for m in batch:
@@ -165,6 +169,10 @@ class IngestService:
                 m.payload,
                 m.received,
             )
+        return d
+
+    def commit_batch(self, writer: BatchWriter, batch: list[Incoming], d: Decoded) -> None:
+        """Commit a decoded batch, then ack its messages (raises psycopg.Error: nothing acked)."""
         extra = self.pipeline.pending_back + self._pending_events
         result = writer.write(d.records + extra, d.dead)
         self.pipeline.pending_back = []
@@ -225,25 +233,30 @@ class IngestService:
         self.connect()
         idle_since = time.monotonic()
         backoff = 0.5
-        pending: list[Incoming] = []
+        # Decoding (GIL-bound) runs in its own thread while the writer waits on the database;
+        # at most two decoded batches wait, and nothing is acked before its commit.
+        decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
+        decoder.start()
+        pending: tuple[list[Incoming], Decoded] | None = None
         while not self._stop.is_set():
             self._health_tick(writer)
-            batch = pending or self._take_batch()
-            pending = []
-            if not batch:
+            item = pending or self._next_prepared()
+            pending = None
+            if item is None:
                 if stop_after_idle_s and time.monotonic() - idle_since > stop_after_idle_s:
                     break
                 continue
+            batch, decoded = item
             idle_since = time.monotonic()
             if writer is None:
                 writer = self._open_writer(edition)
                 if writer is None:
-                    pending = batch
+                    pending = item
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 10)
                     continue
             try:
-                self.process(writer, batch)
+                self.commit_batch(writer, batch, decoded)
                 backoff = 0.5
             except psycopg.Error as exc:
                 # Nothing was acked: keep the batch and retry; the broker holds the rest.
@@ -251,12 +264,14 @@ class IngestService:
                 log.warning(
                     "database write failed (%s); retrying in %.1fs", exc.__class__.__name__, backoff
                 )
-                pending = batch
+                pending = item
                 with contextlib.suppress(psycopg.Error):
                     writer.conn.close()
                 writer = None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+        self._stop.set()
+        decoder.join(5)
         self.client.disconnect()
         self.client.loop_stop()
         if writer is not None:
@@ -271,6 +286,25 @@ class IngestService:
             st.rejected,
             st.db_errors,
         )
+
+    def _decode_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if not batch:
+                continue
+            item = (batch, self.decode_batch(batch))
+            while not self._stop.is_set():
+                try:
+                    self._prepared.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _next_prepared(self) -> tuple[list[Incoming], Decoded] | None:
+        try:
+            return self._prepared.get(timeout=0.2)
+        except queue.Empty:
+            return None
 
     def stop(self) -> None:
         self._stop.set()
