@@ -27,10 +27,12 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import InvalidToken, read_token
 from core import bus, db
 from core.broker import account_password
 from core.errors import ServiceUnreachable
@@ -314,8 +316,41 @@ def intake_router(settings: Settings, site: Site, intake: Intake | None = None) 
     return router
 
 
+def health_router(settings: Settings, site: Site, intake: Intake) -> APIRouter:
+    """Source health and data quality for the dashboard (bearer token, scoped to the caller's
+    org-unit subtree like every other read)."""
+    router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
+
+    @router.get("/health")
+    async def source_health(authorization: str | None = Header(None)) -> JSONResponse:
+        """Per source: last seen, rate, clock skew, offline, quality (đúng, đủ, sạch, sống)."""
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            p = read_token(settings.jwt_secret.get_secret_value(), token)
+        except InvalidToken:
+            return _error(401, "unauthenticated", "a valid bearer token is required")
+        if p.org_unit not in site.units:
+            return _error(403, "forbidden", "your org unit is not in this site")
+        scope = site.subtree(p.org_unit)
+        try:
+            raw = await run_in_threadpool(
+                intake.pipeline.redis.hgetall, intake.pipeline.keys("health_summary")
+            )
+        except (ServiceUnreachable, OSError, redis.RedisError) as exc:
+            return _error(503, "bus_unavailable", f"live state unavailable ({type(exc).__name__})")
+        out = {}
+        for k, v in raw.items():
+            entry = orjson.loads(v)
+            if entry.get("org_unit") in scope:
+                out[k.decode()] = entry
+        return JSONResponse(dict(sorted(out.items())))
+
+    return router
+
+
 def register_intake(app: FastAPI, settings: Settings, site: Site) -> Intake:
-    """Mount the intake routes on an app; returns the resources so the app can close them."""
+    """Mount the intake (and source-health) routes on an app; returns the resources."""
     intake = Intake(settings, site)
     app.include_router(intake_router(settings, site, intake))
+    app.include_router(health_router(settings, site, intake))
     return intake

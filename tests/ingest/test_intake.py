@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -162,3 +163,26 @@ def test_the_app_mounts_the_intake():
     paths = create_app().openapi()["paths"]
     assert "/api/v1/intake/{source_id}/{stream}" in paths
     assert "/api/v1/intake/{source_id}/open311/requests" in paths
+
+
+def test_source_health_for_the_dashboard_is_scoped(http, isettings, ireds):
+    from api.auth import Principal, issue_token
+
+    prefix = isettings.redis_prefix
+    ireds.hset(
+        f"{prefix}:health_summary",
+        mapping={
+            "wifi-ap-iadal": orjson.dumps({"org_unit": "iahdrai-iadal", "score": 80}),
+            "wifi-ap-iadom": orjson.dumps({"org_unit": "iahdrai-iadom", "score": 55}),
+        },
+    )
+    assert http.get("/api/v1/sources/health").status_code == 401
+    secret = isettings.jwt_secret.get_secret_value()
+    commune = issue_token(secret, Principal("u1", "operator", "iahdrai-iadal"), 5)
+    r = http.get("/api/v1/sources/health", headers={"Authorization": f"Bearer {commune}"})
+    assert r.status_code == 200 and r.json() == {
+        "wifi-ap-iadal": {"org_unit": "iahdrai-iadal", "score": 80}
+    }
+    district = issue_token(secret, Principal("u2", "leader", "iahdrai"), 5)
+    r = http.get("/api/v1/sources/health", headers={"Authorization": f"Bearer {district}"})
+    assert set(r.json()) == {"wifi-ap-iadal", "wifi-ap-iadom"}
