@@ -276,6 +276,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.clients.discard(client)
             sender.cancel()
 
+    from api.intake import register_intake  # HTTP intake for service systems (issue 3)
+
+    register_intake(app, settings, site)
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

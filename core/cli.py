@@ -110,18 +110,48 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
+    import time
+
     from core.site import load_site
     from ingest.simulator import Simulator
 
     sim = Simulator(
-        settings, load_site(settings.site_file), seed=args.seed, interval_s=args.interval
+        settings,
+        load_site(settings.site_file),
+        seed=args.seed,
+        interval_s=args.interval,
+        rate=args.rate,
     )
     _on_term(sim.stop)
+    if args.backfill_days:
+        t0 = time.monotonic()
+        _progress(f"writing {args.backfill_days:g} days of history (step {args.backfill_step:g}s)")
+        rows = sim.backfill(args.backfill_days, step_s=args.backfill_step)
+        _progress(f"stored {rows} rows in {time.monotonic() - t0:.1f}s")
+        return
     _progress(
         f"simulating {len(sim.aps)} WiFi access points every {args.interval}s (seed {args.seed})"
     )
     sim.run(args.duration)
     _progress(f"published {sim.published} messages")
+
+
+def cmd_intake_key(args: argparse.Namespace, settings: Settings) -> None:
+    from api.intake import api_key_for
+    from core.site import load_site
+
+    if args.source not in load_site(settings.site_file).source_by_id:
+        raise IOCError(f"unknown source '{args.source}': see the site file")
+    print(api_key_for(settings, args.source))
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    if args.target == "ingest":
+        from ingest.bench import run_bench
+
+        run_bench(settings, args)
+    else:  # pragma: no cover - other targets arrive with their own modules
+        raise IOCError(f"no benchmark for '{args.target}' in this build")
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
@@ -301,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=7)
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     sp.add_argument("--duration", type=float, help="stop after this many seconds")
+    sp.add_argument("--rate", type=float, default=1.0, help="rate multiplier (load tests)")
+    sp.add_argument(
+        "--backfill-days", type=float, help="write this many days of history to the database"
+    )
+    sp.add_argument("--backfill-step", type=float, default=60.0, help="seconds between readings")
+    sp = add("intake-key", cmd_intake_key, "print the HTTP intake API key of a source")
+    sp.add_argument("source")
+    sp = add("bench", cmd_bench, "measure a part of the IOC against its physical ceiling")
+    sp.add_argument("target", choices=["ingest", "detect"])
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--duration", type=float, default=60.0, help="end-to-end phase, seconds")
+    sp.add_argument("--rate", type=float, default=0, help="target msgs/s (0: as fast as possible)")
+    sp.add_argument("--batch", type=int, default=1, help="readings per message")
+    sp.add_argument("--publishers", type=int, default=2, help="publisher processes")
     sp = add("broker", cmd_broker, "start, reload or stop the project's Mosquitto")
     sp.add_argument("action", choices=["start", "reload", "stop", "write"])
     sp = add("backup", cmd_backup, "back up the database (consistent snapshot, checksummed)")

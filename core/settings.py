@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Stable MQTT client id of this ingest process (one per process).",
     )
+    ingest_shared: bool = Field(
+        False,
+        description="Join the MQTT 5 shared subscription group (several ingest processes). "
+        "Mosquitto 2.0 does not restore shared subscriptions after a broker restart, so a single "
+        "process uses a plain persistent subscription, which survives one.",
+    )
     ingest_batch_max: int = Field(2000, ge=1, le=100_000)
     ingest_batch_ms: int = Field(50, ge=1, le=10_000)
     mqtt_receive_maximum: int = Field(

@@ -47,6 +47,54 @@ class Source(_Model):
     expected_interval_s: float = Field(60, gt=0, le=86_400)
 
 
+FieldType = Literal["int", "float", "str", "bool", "enum", "datetime", "device_id", "org_unit"]
+RESERVED_FIELDS = frozenset({"msg_id", "ts"})
+
+
+class StreamField(_Model):
+    """One field of a stream: its type, unit and accepted range (values outside are rejected)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    type: FieldType
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    values: list[str] = Field(default_factory=list, description="accepted values of an enum")
+    max_length: int = Field(200, ge=1, le=10_000)
+    required: bool = True
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamField:
+        if self.name in RESERVED_FIELDS:
+            raise ValueError(f"'{self.name}' is set by every message; choose another field name")
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum field needs its accepted `values`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+
+class StreamDecl(_Model):
+    """A stream declared in the site file: ingested, validated and stored without code change
+    (topic ``<prefix>/<org unit>/<kind>/<source id>/<id>``, stored in ``stream_records``)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    kind: SourceKind
+    name: str = Field(min_length=1, max_length=200)
+    name_en: str | None = None
+    fields: list[StreamField] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _unique_fields(self) -> StreamDecl:
+        seen: set[str] = set()
+        for i, f in enumerate(self.fields):
+            if f.name in seen:
+                raise ValueError(f"fields[{i}].name: duplicate field '{f.name}'")
+            seen.add(f.name)
+        return self
+
+
 class Zone(_Model):
     id: str = Ident
     name: str
@@ -140,6 +188,7 @@ class Site(_Model):
     sources: list[Source] = []
     cameras: list[Camera] = []
     kpis: list[KpiTarget] = []
+    streams: list[StreamDecl] = []
 
     @model_validator(mode="after")
     def _check_refs(self) -> Site:
@@ -167,6 +216,11 @@ class Site(_Model):
                 src_ids.add(s.id)
                 if s.org_unit not in ids:
                     raise ValueError(f"{section}[{i}].org_unit: unknown org unit '{s.org_unit}'")
+        stream_keys: set[tuple[str, str]] = set()
+        for i, d in enumerate(self.streams):
+            if (d.kind, d.id) in stream_keys:
+                raise ValueError(f"streams[{i}].id: duplicate stream '{d.kind}/{d.id}'")
+            stream_keys.add((d.kind, d.id))
         return self
 
     # ------------------------------------------------------------------ tree helpers

@@ -47,6 +47,17 @@ ROLLUPS: tuple[Rollup, ...] = (
 )
 ROLLUP_BY_NAME = {r.name: r for r in ROLLUPS}
 RAW_TABLES = ("wifi_ap_readings", "telemetry", "events", "dead_letters")
+# Typed streams (migration 0003): same retention as the other raw tables.
+STREAM_TABLES = (
+    "wifi_logins",
+    "dossier_events",
+    "payments",
+    "field_reports",
+    "press_items",
+    "budget_status",
+    "stream_records",
+)
+RAW_TABLES += STREAM_TABLES
 
 
 def detect_edition(conn: psycopg.Connection) -> Edition:

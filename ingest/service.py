@@ -7,6 +7,13 @@ the client and capped by Mosquitto's ``max_inflight_messages``) bounds how many 
 messages can be in memory, so when the database is slow or down the backlog stays in the broker.
 Messages received on an earlier connection are never acked on a newer one: the broker redelivers
 them and the idempotency key absorbs the copy.
+
+The window also caps throughput (at most ``IOC_MQTT_RECEIVE_MAXIMUM`` messages between broker
+and commit): it is set to twice the batch size so one batch commits while the next fills. One
+process uses a plain persistent subscription (restored by Mosquitto after a restart); with
+``IOC_INGEST_SHARED`` several processes split the load in an MQTT 5 shared subscription. Between
+batches the writer checks source silence (offline/back events) and publishes source health.
+See docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -32,8 +39,9 @@ from core.mqtt import new_client
 from core.settings import Settings
 from core.site import Site
 from core.timescale import detect_edition
-from ingest.decode import Rejected, WifiApReading, decode
-from ingest.store import BatchWriter, DeadLetter
+from ingest.decode import Record
+from ingest.pipeline import Decoded, Pipeline, decode_safely
+from ingest.store import BatchWriter
 from ingest.topics import subscription
 
 log = logging.getLogger("ioc.ingest")
@@ -56,6 +64,7 @@ class IngestStats:
     rejected: int = 0
     batches: int = 0
     db_errors: int = 0
+    dead_by_code: dict[str, int] = field(default_factory=dict)
 
 
 class IngestService:
@@ -74,6 +83,11 @@ class IngestService:
         self._connected = threading.Event()
         self.client = self._make_client()
         self.redis = bus.connect(settings)
+        self.pipeline = Pipeline(settings, site, self.redis)
+        self._pending_events: list[Record] = []
+        self._prepared: queue.Queue[tuple[list[Incoming], Decoded]] = queue.Queue(maxsize=2)
+        self._next_health = 0.0
+        self._next_snapshot = 0.0
 
     # ------------------------------------------------------------------ MQTT side
     def _make_client(self) -> mqtt.Client:
@@ -90,7 +104,10 @@ class IngestService:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.generation += 1
-        client.subscribe(subscription(self.settings.topic_prefix), qos=1)
+        # Subscribe on every connect: Mosquitto 2.0 does not restore shared subscriptions from
+        # its persistence file after a restart (plain ones it does; see ingest_shared).
+        group = "ioc-ingest" if self.settings.ingest_shared else None
+        client.subscribe(subscription(self.settings.topic_prefix, group=group), qos=1)
         self._connected.set()
         log.info("connected to broker (session present: %s)", flags.session_present)
 
@@ -133,52 +150,66 @@ class IngestService:
         return batch
 
     def process(self, writer: BatchWriter, batch: list[Incoming]) -> None:
-        """Validate and commit one batch, then ack it and publish the latest values."""
+        """Validate and commit one batch, then ack it and publish latest values and health."""
+        self.commit_batch(writer, batch, self.decode_batch(batch))
+
+    def decode_batch(self, batch: list[Incoming]) -> Decoded:
         now = datetime.now(UTC)
-        readings: list[WifiApReading] = []
-        dead: list[DeadLetter] = []
+        d = Decoded()
         for m in batch:
-            r = decode(m.topic, m.payload, self.site, now)
-            if isinstance(r, Rejected):
-                dead.append(DeadLetter("mqtt", m.topic, r.source_id, r.reason, m.payload[:65536]))
-            else:
-                readings.append(r)
-        result = writer.write(readings, dead)
+            d.add(
+                decode_safely(self.pipeline.decoder, m.topic, m.payload, now),
+                "mqtt",
+                m.topic,
+                m.payload,
+                m.received,
+            )
+        return d
+
+    def commit_batch(self, writer: BatchWriter, batch: list[Incoming], d: Decoded) -> None:
+        """Commit a decoded batch, then ack its messages (raises psycopg.Error: nothing acked)."""
+        extra = self.pipeline.pending_back + self._pending_events
+        result = writer.write(d.records + extra, d.dead)
+        self.pipeline.pending_back = []
+        self._pending_events = []
         self.stats.batches += 1
         self.stats.received += len(batch)
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.rejected += result.rejected
+        for dl in d.dead:
+            self.stats.dead_by_code[dl.code] = self.stats.dead_by_code.get(dl.code, 0) + 1
         for m in batch:
             if m.generation == self.generation:
                 self.client.ack(m.mid, 1)
-        if dead:
+        if d.dead:
             log.warning(
-                "rejected %d message(s), e.g. %s: %s", len(dead), dead[0].topic, dead[0].reason
+                "rejected %d message(s), e.g. %s: %s",
+                len(d.dead),
+                d.dead[0].topic,
+                d.dead[0].reason,
             )
-        self._publish(readings)
+        self.pipeline.after_commit(d, time.time())
 
-    def _publish(self, readings: list[WifiApReading]) -> None:
-        if not readings:
+    def _health_tick(self, writer: BatchWriter | None) -> None:
+        """Every second: raise 'source offline' events; every few seconds, publish quality."""
+        now = time.time()
+        if now < self._next_health:
             return
-        latest: dict[str, tuple[float, dict]] = {}
-        for r in readings:
-            ts = r.time.timestamp()
-            if r.source_id not in latest or latest[r.source_id][0] < ts:
-                latest[r.source_id] = (
-                    ts,
-                    {"clients": r.clients, "up": r.up, "ts": ts, "org_unit": r.org_unit_id},
-                )
+        self._next_health = now + 1.0
         try:
-            changed = bus.set_latest_if_newer(self.redis, self.keys, "wifi_ap", latest)
-            if changed:
-                bus.xadd_json(
-                    self.redis,
-                    self.keys.readings_stream,
-                    {"stream": "wifi_ap", "values": {k: v for k, (_, v) in latest.items()}},
-                )
-        except Exception as exc:  # Redis down: data is stored, live view catches up later
-            log.warning("could not publish live values to Redis: %s", exc)
+            self._pending_events += self.pipeline.health_records(now)
+            if now >= self._next_snapshot:
+                self.pipeline.health.publish_snapshot(now)
+                self._next_snapshot = now + 5.0
+        except Exception as exc:  # Redis down: health resumes when it is back
+            log.warning("source health check failed: %s", exc)
+        if writer is not None and (self._pending_events or self.pipeline.pending_back):
+            try:
+                writer.write(self._pending_events + self.pipeline.pending_back, [])
+                self._pending_events, self.pipeline.pending_back = [], []
+            except psycopg.Error:
+                pass  # kept; written with the next batch
 
     def _open_writer(self, edition: str | None) -> BatchWriter | None:
         try:
@@ -204,24 +235,30 @@ class IngestService:
         )
         idle_since = time.monotonic()
         backoff = 0.5
-        pending: list[Incoming] = []
+        # Decoding (GIL-bound) runs in its own thread while the writer waits on the database;
+        # at most two decoded batches wait, and nothing is acked before its commit.
+        decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
+        decoder.start()
+        pending: tuple[list[Incoming], Decoded] | None = None
         while not self._stop.is_set():
-            batch = pending or self._take_batch()
-            pending = []
-            if not batch:
+            self._health_tick(writer)
+            item = pending or self._next_prepared()
+            pending = None
+            if item is None:
                 if stop_after_idle_s and time.monotonic() - idle_since > stop_after_idle_s:
                     break
                 continue
+            batch, decoded = item
             idle_since = time.monotonic()
             if writer is None:
                 writer = self._open_writer(edition)
                 if writer is None:
-                    pending = batch
+                    pending = item
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 10)
                     continue
             try:
-                self.process(writer, batch)
+                self.commit_batch(writer, batch, decoded)
                 backoff = 0.5
             except psycopg.Error as exc:
                 # Nothing was acked: keep the batch and retry; the broker holds the rest.
@@ -229,16 +266,47 @@ class IngestService:
                 log.warning(
                     "database write failed (%s); retrying in %.1fs", exc.__class__.__name__, backoff
                 )
-                pending = batch
+                pending = item
                 with contextlib.suppress(psycopg.Error):
                     writer.conn.close()
                 writer = None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+        self._stop.set()
+        decoder.join(5)
         self.client.disconnect()
         self.client.loop_stop()
         if writer is not None:
             writer.conn.close()
+        st = self.stats
+        log.info(
+            "ingest %s stopped: received=%d stored=%d duplicates=%d rejected=%d db_errors=%d",
+            self.client_id,
+            st.received,
+            st.stored,
+            st.duplicates,
+            st.rejected,
+            st.db_errors,
+        )
+
+    def _decode_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if not batch:
+                continue
+            item = (batch, self.decode_batch(batch))
+            while not self._stop.is_set():
+                try:
+                    self._prepared.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _next_prepared(self) -> tuple[list[Incoming], Decoded] | None:
+        try:
+            return self._prepared.get(timeout=0.2)
+        except queue.Empty:
+            return None
 
     def stop(self) -> None:
         self._stop.set()
