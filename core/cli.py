@@ -16,8 +16,11 @@ log = logging.getLogger("ioc")
 
 
 def _setup_logging(settings: Settings | None = None) -> None:
-    level = (settings.log_level if settings else "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.logs import setup_logging
+
+    setup_logging(
+        settings.log_level if settings else "INFO", settings.log_format if settings else "json"
+    )
 
 
 def _progress(msg: str) -> None:
@@ -96,6 +99,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through the process's (JSON) handler
         ws_max_size=65536,
     )
 
