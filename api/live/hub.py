@@ -81,6 +81,7 @@ class LiveClient:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: str | None = None
     sent: int = 0
+    visible: int = 0  # bus entries that had something for this client
 
     # ------------------------------------------------------------------ queueing
     def push(self, frame: dict[str, Any]) -> None:
@@ -135,9 +136,10 @@ class LiveClient:
         if eid_t <= sub.last or self.dropped:
             return
         sub.last = eid_t
-        self._view(channel, eid, msg)
+        if self._view(channel, eid, msg):
+            self.visible += 1
 
-    def _view(self, channel: str, eid: str, msg: dict[str, Any]) -> None:
+    def _view(self, channel: str, eid: str, msg: dict[str, Any]) -> bool:
         c = self.caller
         if channel == "kpi":
             v = views.kpi_view(msg, c.scope)
@@ -146,23 +148,23 @@ class LiveClient:
                     self.kpi_acc.setdefault(kpi, {}).update(values)
                 self.kpi_seq = eid
                 self.wake.set()
-            return
+            return bool(v)
+        body: dict[str, Any] | None
         if channel == "camera":
-            ev = views.camera_view(msg, self.camera_units, c.scope)
-            if ev:
-                self.push({"type": "delta", "channel": channel, "seq": eid, "event": ev})
+            body = views.camera_view(msg, self.camera_units, c.scope)
+            field_ = "event"
         elif channel == "health":
-            h = views.health_view(msg, c.scope)
-            if h:
-                self.push({"type": "delta", "channel": channel, "seq": eid, "sources": h})
+            body = views.health_view(msg, c.scope)
+            field_ = "sources"
         elif channel == "incidents":
-            inc = views.incident_view(msg, c.scope)
-            if inc:
-                self.push({"type": "delta", "channel": channel, "seq": eid, "incident": inc})
-        elif channel == "assignments":
-            inc = views.assignment_view(msg, c.username)
-            if inc:
-                self.push({"type": "delta", "channel": channel, "seq": eid, "incident": inc})
+            body = views.incident_view(msg, c.scope)
+            field_ = "incident"
+        else:
+            body = views.assignment_view(msg, c.username)
+            field_ = "incident"
+        if body:
+            self.push({"type": "delta", "channel": channel, "seq": eid, field_: body})
+        return bool(body)
 
 
 class Hub:
@@ -287,16 +289,22 @@ class Hub:
         if len(entries) > MAX_REPLAY or want > newest:
             return False
         sub.last = want
-        n = 0
+        before = client.visible
         for eid_b, fields in entries:  # live entries keep being held until the replay is done
             eid = eid_b.decode()
             client.deliver(channel, sub, parse_id(eid), eid, bus.decode_entry(fields))
-            n += 1
             if len(client.frames) >= client.max_frames // 2:
                 await _wait_room(client)
             if client.dropped:
                 return True
-        client.push({"type": "resumed", "channel": channel, "from": resume, "replayed": n})
+        client.push(
+            {
+                "type": "resumed",
+                "channel": channel,
+                "from": resume,
+                "replayed": client.visible - before,
+            }
+        )
         return True
 
     async def snapshot(self, client: LiveClient, channel: str) -> dict[str, Any]:
