@@ -19,6 +19,7 @@ from api.admin.routes import router as admin_router
 from api.auth.routes import router as auth_router
 from api.cameras.routes import router as cameras_router
 from api.deps import AppState
+from api.incidents.routes import router as incidents_router
 from api.kpis.routes import router as kpis_router
 from api.live.hub import Hub
 from api.live.routes import router as live_router
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sources_router,
         timeseries_router,
         cameras_router,
+        incidents_router,
         admin_router,
         ops_router,
         live_router,
