@@ -69,8 +69,10 @@ def test_expected_errors_are_one_line(env_for, migrated, extra, args, expected, 
 def test_services_refuse_an_unmigrated_database(env_for, base_settings, run_id):
     import psycopg
 
+    from core.migrate import available
     from tests.conftest import _with_db
 
+    every = ", ".join(m.version for m in available())
     owner = base_settings.database_url.get_secret_value()
     name = f"ioc_t_{run_id}_empty"
     with psycopg.connect(owner, autocommit=True) as conn:
@@ -80,7 +82,7 @@ def test_services_refuse_an_unmigrated_database(env_for, base_settings, run_id):
             r = ioc(command, env=env_for(IOC_DATABASE_URL=_with_db(owner, name)))
             assert r.returncode == 1
             assert r.stderr.strip() == (
-                "error: the database is missing migration(s) 0001: run `ioc setup` first"
+                f"error: the database is missing migration(s) {every}: run `ioc setup` first"
             )
     finally:
         with psycopg.connect(owner, autocommit=True) as conn:

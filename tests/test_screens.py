@@ -126,6 +126,10 @@ def test_wall_display_live_at_1080p_and_4k(api, browser, pub, artifacts):
         {"iahdrai": 120, "iahdrai-iatoi": 80, "iahdrai-iadal": 25, "iahdrai-iadom": 15},
     )
     pub.kpi("online_rate", {"iahdrai": 78.5})
+    pub.r.hset(
+        pub.k.latest_ts("sensor"),
+        mapping={"sensor-sesan-level": time.time() - 3610, "sensor-air-tthc": time.time() - 3700},
+    )
     page = browser.new_page(viewport={"width": 1920, "height": 1080})
     sign_in(page, api.url + "/wall", "op-wall")
     expect(page.locator("#d-wifi .big")).to_contain_text("120")
@@ -144,8 +148,8 @@ def test_wall_display_live_at_1080p_and_4k(api, browser, pub, artifacts):
     expect(page.locator("#incidents .inc").first).to_contain_text("Khẩn cấp")
     expect(page.locator("#incidents .inc").first).to_contain_text("còn")  # SLA countdown
     expect(page.locator(".map-inc")).to_have_count(2)
-    # the environment sensors never reported: the tile says so instead of showing a stale number
-    expect(page.locator("#d-env [data-stale=env]")).to_have_text("Chưa có dữ liệu")
+    # the environment sensors stopped an hour ago: the tile says so instead of a stale number
+    expect(page.locator("#d-env [data-stale=env]")).to_have_text("Dữ liệu cũ · 1 giờ 0′")
     expect(page.locator("#ticker .item").first).to_be_visible()
     assert page.locator("#map svg circle.map-src").count() >= 7
     assert page.locator("#camera-row .cam").count() == 5

@@ -106,11 +106,17 @@
   function tile(id, key, label, big, unit, sub, status, extra = "") {
     const el = $("#" + id);
     const at = { wifi: S.kpiAt.wifi_clients, egov: S.kpiAt.online_rate, security: S.camAt, traffic: S.camAt,
-                 env: S.healthAt, field: S.incAt }[key];
+                 env: sensorSeen(), field: S.incAt }[key];
     const badge = staleBadge(key, at);
     el.className = `panel dtile st-${status}${badge ? " is-stale" : ""}`;
     el.innerHTML = `<div class="label"><span>${esc(label)}</span>${badge}</div>` +
       `<div class="big">${big}<small>${esc(unit)}</small></div><div class="sub">${sub}</div>${extra}`;
+  }
+
+  function sensorSeen() {  // the newest reading of any sensor: when environment data last arrived
+    const seen = S.sources.filter((s) => s.kind === "sensor").map((s) => S.health[s.id]?.last_seen || 0);
+    const max = Math.max(0, ...seen);
+    return max ? max * 1000 : 0;
   }
 
   function kpiTile(id, key, kpiId, labelKey) {
