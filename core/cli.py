@@ -168,6 +168,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings, setup, port=args.port or settings.api_port)
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    import orjson
+
+    from api.live.bench import bench_live
+
+    result = bench_live(settings, clients=args.clients, rate=args.rate, duration=args.duration)
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+
+
 def _on_term(stop: Callable[[], None]) -> None:
     def handler(signum: int, frame: object) -> None:
         stop()
@@ -219,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--unit", required=True, help="org unit id from the site file")
     sp.add_argument("--name", help="display name")
     sp.add_argument("--password-stdin", action="store_true")
+    sp = add("bench", cmd_bench, "measure a component against its physical ceiling")
+    sp.add_argument("target", choices=["live"])
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--clients", type=int, default=100, help="websocket clients (live)")
+    sp.add_argument("--rate", type=float, default=500, help="MQTT messages a second (live)")
+    sp.add_argument("--duration", type=float, default=10, help="seconds of load (live)")
     return p
 
 
