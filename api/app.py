@@ -20,6 +20,7 @@ from api.auth.routes import router as auth_router
 from api.cameras.routes import router as cameras_router
 from api.deps import AppState
 from api.incidents.routes import router as incidents_router
+from api.incidents.routes import silences_router
 from api.kpis.routes import router as kpis_router
 from api.live.hub import Hub
 from api.live.routes import router as live_router
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeseries_router,
         cameras_router,
         incidents_router,
+        silences_router,
         admin_router,
         ops_router,
         live_router,

@@ -67,6 +67,15 @@ ENDPOINTS = [
         "admin",
     ),
     ("DELETE", "/api/v1/admin/users/tmp-nobody", None, "admin"),
+    ("GET", "/api/v1/incidents", None, "admin operator leader field"),
+    (
+        "POST",
+        "/api/v1/incidents/1/actions",
+        {"action": "close", "action_id": "0b5c9a57-3f0e-4a53-9a53-1f6f3f3b1c11"},
+        "admin operator",
+    ),
+    ("GET", "/api/v1/silences", None, "admin operator leader"),
+    ("GET", "/api/v1/audit", None, "admin"),
 ]
 # The same calls aimed at what a commune (iahdrai-iadal) account must not see.
 OUT_OF_SCOPE = [
@@ -142,6 +151,28 @@ def test_scoped_collections_hold_only_the_subtree(api, tok):
     assert me["scope"] == ["iahdrai-iadal"]
     users = httpx.get(api.url + "/api/v1/admin/users", headers=tok["ad-iadal"]).json()["items"]
     assert {u["org_unit"] for u in users} == {"iahdrai-iadal"}
+
+
+def test_incident_endpoints_are_empty_without_the_incident_engine(api, tok):
+    """The incident tables come with issue 5's migration; without them nothing breaks."""
+    for path in ("/api/v1/incidents", "/api/v1/silences", "/api/v1/audit"):
+        r = httpx.get(api.url + path, headers=tok["ad-huyen"])
+        assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}, path
+    body = {"action": "acknowledge", "action_id": "7c1c8e9e-5a0c-4a43-8d43-3c1f9bd0a001"}
+    r = httpx.post(api.url + "/api/v1/incidents/1/actions", json=body, headers=tok["cb-iadal2"])
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.post(
+        api.url + "/api/v1/incidents/1/actions",
+        json={**body, "action": "close"},
+        headers=tok["cb-iadal2"],
+    )
+    assert r.status_code == 403  # role is checked before anything else
+    r = httpx.post(
+        api.url + "/api/v1/incidents/1/actions",
+        json={**body, "photo": "javascript:alert(1)"},
+        headers=tok["op-huyen2"],
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
 
 
 def test_refresh_tokens_rotate_and_a_replay_revokes_the_family(api):

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Anyone, AppState, Caller, State
+from api.deps import Admin, Anyone, AppState, Caller, Staff, State
 from api.errors import AUTH_ERRORS, NOT_FOUND, ApiError, _resp
 from api.pagination import CursorQ, LimitQ, Page, decode_cursor, page_of
 from core import bus
@@ -239,3 +239,115 @@ async def act(
         approximate=True,
     )
     return ActionOut(incident=out)
+
+
+# ---------------------------------------------------------------------- silences and audit
+silences_router = APIRouter(prefix="/api/v1", tags=["incidents"])
+
+
+class SilenceOut(BaseModel):
+    id: int
+    rule_id: str | None
+    org_unit: str | None
+    source_id: str | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    entity: str = Field(examples=["incident"])
+    entity_id: str
+    action: str = Field(examples=["acknowledge"])
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@silences_router.get("/silences", response_model=Page[SilenceOut], responses=AUTH_ERRORS)
+async def silences(
+    c: Staff, state: State, limit: int = LimitQ, cursor: str | None = CursorQ
+) -> Page[SilenceOut]:
+    """Silences and maintenance windows that apply inside the caller's scope (site-wide ones
+    included), newest first. Empty where the incident engine is not installed."""
+    if not await state.has_table("silences"):
+        return Page[SilenceOut](items=[], next_cursor=None)
+    after = decode_cursor(cursor, 1)
+    assert state.pool is not None
+    async with state.pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                """SELECT id, rule_id, org_unit_id, source_id, starts_at, ends_at, reason,
+                          created_by FROM silences
+                   WHERE (org_unit_id IS NULL OR org_unit_id = ANY(%s)) AND id < %s
+                   ORDER BY id DESC LIMIT %s""",
+                (sorted(c.scope), int(after[0]) if after else 2**62, limit + 1),
+            )
+        ).fetchall()
+    items = [
+        SilenceOut(
+            id=r[0],
+            rule_id=r[1],
+            org_unit=r[2],
+            source_id=r[3],
+            starts_at=r[4],
+            ends_at=r[5],
+            reason=r[6],
+            created_by=r[7],
+        )
+        for r in rows
+    ]
+    return page_of(items, limit, lambda x: [x.id])
+
+
+@silences_router.get("/audit", response_model=Page[AuditOut], responses=AUTH_ERRORS)
+async def audit_log(
+    c: Admin,
+    state: State,
+    entity: Annotated[str | None, Query(max_length=32)] = None,
+    entity_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: int = LimitQ,
+    cursor: str | None = CursorQ,
+) -> Page[AuditOut]:
+    """The append-only audit trail, newest first (administrators; incident entries are cut to
+    the administrator's scope). Empty where the incident engine is not installed."""
+    if not await state.has_table("audit_log"):
+        return Page[AuditOut](items=[], next_cursor=None)
+    after = decode_cursor(cursor, 1)
+    sql = """SELECT a.id, a.at, a.actor, a.entity, a.entity_id, a.action, a.before, a.after
+             FROM audit_log a LEFT JOIN incidents i
+               ON a.entity = 'incident' AND i.id::text = a.entity_id
+             WHERE (a.entity <> 'incident' OR i.org_unit_id = ANY(%(scope)s))
+               AND a.id < %(after)s"""
+    params: dict[str, Any] = {
+        "scope": sorted(c.scope),
+        "after": int(after[0]) if after else 2**62,
+        "limit": limit + 1,
+    }
+    if entity:
+        sql += " AND a.entity = %(entity)s"
+        params["entity"] = entity
+    if entity_id:
+        sql += " AND a.entity_id = %(entity_id)s"
+        params["entity_id"] = entity_id
+    sql += " ORDER BY a.id DESC LIMIT %(limit)s"
+    assert state.pool is not None
+    async with state.pool.connection() as conn:
+        rows = await (await conn.execute(sql, params)).fetchall()  # type: ignore[arg-type]
+    items = [
+        AuditOut(
+            id=r[0],
+            at=r[1],
+            actor=r[2],
+            entity=r[3],
+            entity_id=r[4],
+            action=r[5],
+            before=r[6],
+            after=r[7],
+        )
+        for r in rows
+    ]
+    return page_of(items, limit, lambda x: [x.id])
