@@ -149,28 +149,14 @@ def _apply(state: AppState, c: Caller, incident_id: int, body: ActionIn) -> dict
             cur = conn.execute("SELECT status FROM incidents WHERE id = %s", (incident_id,))
             row = cur.fetchone()
             if row and row[0] in ("acknowledged", "assigned"):
-                return engine.transition(
+                engine.transition(
                     conn, incident_id, "start", c.username, now, note=body.note, evidence=evidence
                 )
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO incident_events (incident_id, at, actor, action, note) "
-                    "VALUES (%s, %s, %s, 'progress', %s)",
-                    (incident_id, now, c.username, body.note),
-                )
-                engine.audit(
-                    conn,
-                    c.username,
-                    "incident",
-                    incident_id,
-                    "progress",
-                    None,
-                    {"note": body.note},
-                    now,
-                )
+            else:
+                _note(engine, conn, incident_id, c.username, now, body.note)
             cur = conn.cursor(row_factory=dict_row)
             return cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,)).fetchone()
-        return engine.transition(
+        engine.transition(
             conn,
             incident_id,
             body.action,
@@ -181,6 +167,21 @@ def _apply(state: AppState, c: Caller, incident_id: int, body: ActionIn) -> dict
             reassign=True,
             evidence=evidence,
         )
+        cur = conn.cursor(row_factory=dict_row)  # re-read: evidence is added after the update
+        return cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,)).fetchone()
+
+
+def _note(
+    engine: Any, conn: psycopg.Connection, incident_id: int, actor: str, now: datetime, note: str
+) -> None:
+    """A progress note on an incident already in progress: timeline and audit, no transition."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO incident_events (incident_id, at, actor, action, note) "
+            "VALUES (%s, %s, %s, 'progress', %s)",
+            (incident_id, now, actor, note),
+        )
+        engine.audit(conn, actor, "incident", incident_id, "progress", None, {"note": note}, now)
 
 
 @router.post(
