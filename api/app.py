@@ -19,8 +19,8 @@ from api.admin.routes import router as admin_router
 from api.auth.routes import router as auth_router
 from api.cameras.routes import router as cameras_router
 from api.deps import AppState
+from api.incidents.routes import open_incidents, silences_router
 from api.incidents.routes import router as incidents_router
-from api.incidents.routes import silences_router
 from api.kpis.routes import router as kpis_router
 from api.live.hub import Hub
 from api.live.routes import router as live_router
@@ -91,7 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url.get_secret_value(), min_size=1, max_size=4, open=False
         )
         await state.pool.open(wait=True, timeout=10)
-        state.hub = Hub(state.redis, state.keys, site, on_entry=state.metrics.on_entry)
+        state.hub = Hub(
+            state.redis,
+            state.keys,
+            site,
+            on_entry=state.metrics.on_entry,
+            open_incidents=lambda: open_incidents(state),
+        )
         state.hub.start()
         try:
             yield

@@ -3,12 +3,14 @@ is merged: its module and migration 0004 provide the engine and tables; skipped 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import httpx
 import orjson
 import pytest
+import websockets
 
 from core import bus
 from tests.api_util import ApiServer, bearer, login, make_user
@@ -42,6 +44,16 @@ def test_ack_assign_progress_resolve_with_dedup_scope_and_bus(migrated, db, rds)
         def act(h, **body):
             body.setdefault("action_id", str(uuid.uuid4()))
             return httpx.post(f"{api.url}/api/v1/incidents/{iid}/actions", json=body, headers=h)
+
+        async def snapshot(token: str, channel: str) -> list[str]:
+            async with websockets.connect(f"ws://127.0.0.1:{api.port}/ws?token={token}") as ws:
+                await ws.recv()
+                await ws.send(orjson.dumps({"op": "subscribe", "channels": [channel]}).decode())
+                return [i["id"] for i in orjson.loads(await ws.recv())["incidents"]]
+
+        # an incident the engine opened (not via the API) is in the wall's first snapshot
+        assert str(iid) in asyncio.run(snapshot(op["Authorization"][7:], "incidents"))
+        assert str(iid) not in asyncio.run(snapshot(other["Authorization"][7:], "assignments"))
 
         once = str(uuid.uuid4())
         assert (

@@ -129,6 +129,23 @@ async def incidents(
     return page_of([_out(r) for r in rows], limit, lambda i: [int(i.id)])
 
 
+async def open_incidents(state: AppState) -> list[dict[str, Any]] | None:
+    """Open incidents from the engine's table for websocket snapshots (None when not installed);
+    the hub cuts them to each client's scope or assignments."""
+    if not await state.has_table("incidents"):
+        return None
+    assert state.pool is not None
+    async with state.pool.connection() as conn:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        rows = await (
+            await conn.execute(
+                f"SELECT {_COLS} FROM incidents WHERE status NOT IN ('resolved', 'closed') "  # type: ignore[arg-type]
+                "ORDER BY id DESC LIMIT 2000"
+            )
+        ).fetchall()
+    return [_out(r).model_dump(mode="json") for r in rows]
+
+
 def _apply(state: AppState, c: Caller, incident_id: int, body: ActionIn) -> dict[str, Any]:
     """Run the engine's transition in a worker thread (it is synchronous psycopg)."""
     from analytics.ops import incidents as engine  # issue 5's engine, present once merged

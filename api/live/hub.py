@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +174,7 @@ class Hub:
         keys: bus.Keys,
         site: Site,
         on_entry: Callable[[str, dict[str, Any]], None] | None = None,
+        open_incidents: Callable[[], Awaitable[list[dict[str, Any]] | None]] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -182,6 +183,7 @@ class Hub:
         self.camera_units = {c.id: c.org_unit for c in site.cameras}
         self.clients: set[LiveClient] = set()
         self.on_entry = on_entry
+        self.open_incidents = open_incidents
         self.entries = 0
         self.running = False
         self._task: asyncio.Task[None] | None = None
@@ -351,6 +353,9 @@ class Hub:
             }
         entries = await self.redis.xrevrange(self.streams[channel], "+", "-", count=INCIDENT_WINDOW)
         folded = views.fold_incidents(bus.decode_entry(f) for _, f in reversed(entries))
+        stored = await self.open_incidents() if self.open_incidents else None
+        if stored is not None:  # the incident table is the truth; the stream adds what is newer
+            folded = {**{str(i["id"]): i for i in stored}, **folded}
         if channel == "incidents":
             items = [i for i in folded.values() if i.get("org_unit") in scope]
         else:
