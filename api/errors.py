@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -81,6 +82,11 @@ def install(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def _data_error(_: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        # e.g. a NUL byte or an out-of-range number that PostgreSQL refuses: bad input, not a 500
+        return error_response(422, "invalid_input", "a value was refused by the database")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
