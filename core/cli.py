@@ -18,8 +18,11 @@ log = logging.getLogger("ioc")
 
 
 def _setup_logging(settings: Settings | None = None) -> None:
-    level = (settings.log_level if settings else "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.logs import setup_logging
+
+    setup_logging(
+        settings.log_level if settings else "INFO", settings.log_format if settings else "json"
+    )
 
 
 def _progress(msg: str) -> None:
@@ -104,6 +107,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through the process's (JSON) handler
         ws_max_size=65536,
         **tls,
     )
@@ -146,12 +150,17 @@ def cmd_intake_key(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    defaults = {"ingest": (60.0, 0.0), "live": (10.0, 500.0)}.get(args.target, (60.0, 0.0))
+    args.duration = defaults[0] if args.duration is None else args.duration
+    args.rate = defaults[1] if args.rate is None else args.rate
     if args.target == "ingest":
         from ingest.bench import run_bench
 
         run_bench(settings, args)
     elif args.target == "detect":
         _bench_detect(args, settings)
+    elif args.target == "live":
+        _bench_live(args, settings)
     else:  # pragma: no cover - the parser only offers the targets above
         raise IOCError(f"no benchmark for '{args.target}' in this build")
 
@@ -275,19 +284,30 @@ def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
     svc.run()
 
 
-def _bench_detect(args: argparse.Namespace, settings: Settings) -> None:
+def _print_result(result: dict[str, object], *, as_json: bool) -> None:
     import orjson
 
+    if as_json:
+        print(orjson.dumps(result).decode())
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+
+
+def _bench_detect(args: argparse.Namespace, settings: Settings) -> None:
     from analytics.vision.bench import bench_detect
 
     result = bench_detect(
         source=args.source, frames=args.frames, threads=args.threads, extras=args.extras
     )
-    if args.json:
-        print(orjson.dumps(result).decode())
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
+    _print_result(result, as_json=args.json)
+
+
+def _bench_live(args: argparse.Namespace, settings: Settings) -> None:
+    from api.live.bench import bench_live
+
+    result = bench_live(settings, clients=args.clients, rate=args.rate, duration=args.duration)
+    _print_result(result, as_json=args.json)
 
 
 def _on_term(stop: Callable[[], None]) -> None:
@@ -341,10 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("intake-key", cmd_intake_key, "print the HTTP intake API key of a source")
     sp.add_argument("source")
     sp = bench = add("bench", cmd_bench, "measure a part of the IOC against its physical ceiling")
-    sp.add_argument("target", choices=["ingest", "detect"])
+    sp.add_argument("target", choices=["ingest", "detect", "live"])
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
-    sp.add_argument("--duration", type=float, default=60.0, help="ingest: end-to-end seconds")
-    sp.add_argument("--rate", type=float, default=0, help="ingest: msgs/s (0: as fast as possible)")
+    sp.add_argument("--duration", type=float, help="ingest/live: seconds of load (60 / 10)")
+    sp.add_argument("--rate", type=float, help="ingest/live: msgs/s (ingest 0: max; live 500)")
     sp.add_argument("--batch", type=int, default=1, help="ingest: readings per message")
     sp.add_argument("--publishers", type=int, default=2, help="ingest: publisher processes")
     sp = add("broker", cmd_broker, "start, reload or stop the project's Mosquitto")
@@ -382,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--frames", type=int, default=100, help="detect: frames per measurement")
     sp.add_argument("--threads", type=int, default=2, help="detect: ONNX Runtime threads")
     sp.add_argument("--extras", action="store_true", help="detect: also INT8 and 320/256 px")
+    sp.add_argument("--clients", type=int, default=100, help="live: websocket clients")
     return p
 
 

@@ -109,6 +109,7 @@ def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int)
             time.sleep(0.5)
         print(
             f"\n  IOC demo running: http://127.0.0.1:{port}\n"
+            f"  screens: /wall (control room), /tablet (leaders), /phone (field staff)\n"
             f"  accounts (username / password): {creds}\n  Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-please-0123456789")
     access_token_minutes: int = Field(15, ge=1, le=1440)
+    refresh_token_days: int = Field(14, ge=1, le=365, description="Refresh token lifetime.")
+    ws_buffer_frames: int = Field(
+        256,
+        ge=8,
+        le=100_000,
+        description="Frames queued for a websocket client before dropping it.",
+    )
     ingest_client_id: str = Field(
         "ioc-ingest-1",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
@@ -64,6 +72,9 @@ class Settings(BaseSettings):
     )
     retention_raw_days: int = Field(90, ge=1, le=36_500, description="Raw readings kept.")
     retention_rollup_days: int = Field(730, ge=1, le=36_500, description="Rollups kept.")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token a Prometheus scraper presents at /metrics."
+    )
     log_level: str = "INFO"
     production: bool = Field(
         False, description="Production: TLS only (MQTT 8883, HTTPS), plain ports off."
@@ -89,6 +100,8 @@ class Settings(BaseSettings):
     def mqtt_endpoint(self) -> tuple[str, int]:
         """Where clients connect: the TLS port when TLS is on."""
         return self.mqtt_host, self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
+
+    log_format: Literal["json", "text"] = Field("json", description="Structured JSON or text logs.")
 
     @property
     def database_host(self) -> str:

@@ -70,3 +70,66 @@ def login(base_url: str, username: str, password: str) -> str:
     )
     r.raise_for_status()
     return r.json()["access_token"]
+
+
+class ServeProcess:
+    """`ioc serve` as its own OS process (multi-process fan-out, memory measurements)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        from core.settings import ROOT
+
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env={**env, "IOC_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def __enter__(self) -> ServeProcess:
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("API process did not become ready")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login_full(base_url: str, username: str, password: str) -> dict:
+    r = httpx.post(
+        f"{base_url}/api/v1/auth/token", data={"username": username, "password": password}
+    )
+    r.raise_for_status()
+    return r.json()

@@ -92,7 +92,7 @@ function connect() {
     const m = JSON.parse(ev.data);
     if (m.type === "hello") setConn(true);
     if (m.type === "snapshot" && m.kpis.wifi_clients) Object.assign(values, m.kpis.wifi_clients);
-    if (m.type === "delta" && m.kpi === "wifi_clients") Object.assign(values, m.values);
+    if (m.type === "delta" && m.kpis.wifi_clients) Object.assign(values, m.kpis.wifi_clients);
     if (m.type === "snapshot" || m.type === "delta") { lastUpdate = Date.now(); render(); }
   };
   ws.onclose = (ev) => {
