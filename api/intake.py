@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import InvalidToken, read_token
+from api.errors import AUTH_ERRORS, _resp
 from core import bus, db
 from core.broker import account_password
 from core.errors import ServiceUnreachable
@@ -42,6 +43,12 @@ from core.timescale import detect_edition
 from ingest.decode import Rejected, Result
 from ingest.pipeline import Decoded, Pipeline
 from ingest.store import BatchWriter
+
+# Intake answers 401 for a missing or wrong X-API-Key (one key per source).
+INTAKE_ERRORS = {
+    401: _resp(401, "bad_api_key", "X-API-Key is missing or not this source's key"),
+    422: AUTH_ERRORS[422],
+}
 
 MAX_BODY_BYTES = 1024 * 1024
 WRITERS = 2
@@ -222,7 +229,7 @@ def open311_to_stream(r: Any) -> tuple[str, dict[str, Any]] | str:
 # ---------------------------------------------------------------------------- routes
 def intake_router(settings: Settings, site: Site, intake: Intake | None = None) -> APIRouter:
     intake = intake or Intake(settings, site)
-    router = APIRouter(prefix="/api/v1/intake", tags=["intake"])
+    router = APIRouter(prefix="/api/v1/intake", tags=["intake"], responses=INTAKE_ERRORS)
 
     def authorise(source_id: str, key: str | None) -> Source | JSONResponse:
         src = site.source_by_id.get(source_id)
@@ -319,7 +326,7 @@ def intake_router(settings: Settings, site: Site, intake: Intake | None = None) 
 def health_router(settings: Settings, site: Site, intake: Intake) -> APIRouter:
     """Source health and data quality for the dashboard (bearer token, scoped to the caller's
     org-unit subtree like every other read)."""
-    router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
+    router = APIRouter(prefix="/api/v1/sources", tags=["sources"], responses=AUTH_ERRORS)
 
     @router.get("/health")
     async def source_health(authorization: str | None = Header(None)) -> JSONResponse:

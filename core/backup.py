@@ -57,6 +57,27 @@ def _tables(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _dependency_order(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """Tables ordered so that every table comes after those its foreign keys point to."""
+    deps: dict[str, set[str]] = {t: set() for t in tables}
+    for child, parent in conn.execute(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace AND n.nspname = 'public' "
+        "WHERE c.contype = 'f'"
+    ).fetchall():
+        if child in deps and parent in deps and child != parent:
+            deps[child].add(parent)
+    out: list[str] = []
+    while deps:
+        ready = sorted(t for t, d in deps.items() if not d - set(out))
+        if not ready:  # a cycle: keep the rest in name order (deferrable constraints)
+            ready = sorted(deps)
+        for t in ready:
+            out.append(t)
+            del deps[t]
+    return out
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -163,7 +184,8 @@ def restore(
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
             for table in _tables(conn):
                 conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))
-            for table, meta in manifest["tables"].items():
+            for table in _dependency_order(conn, list(manifest["tables"])):
+                meta = manifest["tables"][table]
                 copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(
                     sql.Identifier(table)
                 )

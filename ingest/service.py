@@ -78,6 +78,8 @@ class IngestService:
         self.client_id = client_id or settings.ingest_client_id
         self.queue: queue.Queue[Incoming] = queue.Queue()
         self.stats = IngestStats()
+        self._held = 0
+        self._held_lock = threading.Lock()
         self.generation = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -116,7 +118,15 @@ class IngestService:
         if not self._stop.is_set():
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
+    @property
+    def held(self) -> int:
+        """Messages received and not yet acked: what ingest holds in memory (at most one
+        in-flight window, since the broker sends no more until acks come)."""
+        return self._held
+
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        with self._held_lock:
+            self._held += 1
         self.queue.put(Incoming(self.generation, msg.mid, msg.topic, msg.payload, time.time()))
 
     def connect(self) -> None:
@@ -182,6 +192,8 @@ class IngestService:
         for m in batch:
             if m.generation == self.generation:
                 self.client.ack(m.mid, 1)
+        with self._held_lock:
+            self._held -= len(batch)
         if d.dead:
             log.warning(
                 "rejected %d message(s), e.g. %s: %s",
