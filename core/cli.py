@@ -238,7 +238,15 @@ def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
     from analytics.vision.service import CameraService
     from core.site import load_site
 
-    svc = CameraService(settings, load_site(settings.site_file), cameras=args.camera or None)
+    svc = CameraService(
+        settings,
+        load_site(settings.site_file),
+        cameras=args.camera or None,
+        threads=args.threads,
+        worker_id=args.worker_id,
+        lease_ttl_s=args.lease_ttl,
+        stall_s=args.stall,
+    )
     _on_term(svc.stop)
     svc.run()
 
@@ -331,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-snapshots", action="store_true")
     sp = add("cameras", cmd_cameras, "watch the site's cameras: events to TimescaleDB and the bus")
     sp.add_argument("--camera", action="append", help="only this camera id (repeatable)")
+    sp.add_argument("--worker-id", help="name in the camera leases (default: host-pid)")
+    sp.add_argument(
+        "--lease-ttl", type=float, default=6.0, help="seconds a dead worker keeps its cameras"
+    )
+    sp.add_argument("--stall", type=float, default=5.0, help="seconds without a frame: offline")
+    sp.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     sp = add("bench", cmd_bench, "measure a component against its physical ceiling")
     sp.add_argument("target", choices=["detect"])
     sp.add_argument("--json", action="store_true")
