@@ -257,7 +257,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
     from analytics.vision.bench import bench_detect
 
     result = bench_detect(
-        source=args.source, frames=args.frames, threads=args.threads, extras=args.extras
+        source=args.source,
+        frames=args.frames,
+        threads=args.threads,
+        extras=args.extras,
+        seconds=args.seconds,
     )
     if args.json:
         print(orjson.dumps(result).decode())
@@ -351,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", help="video file (default: vtest.avi from opencv-doc)")
     sp.add_argument("--frames", type=int, default=100, help="frames per measurement")
     sp.add_argument("--threads", type=int, default=2)
-    sp.add_argument("--extras", action="store_true", help="also INT8 and 320 px variants")
+    sp.add_argument("--extras", action="store_true", help="also INT8, 320 and 256 px variants")
+    sp.add_argument(
+        "--seconds", type=float, default=12.0, help="seconds of video per concurrent-camera step"
+    )
     return p
 
 

@@ -187,6 +187,10 @@ class CameraService:
                     next_counts += COUNTS_EVERY_S
                     self._put(_Msg("counts", cam, pipe.engine.take_counts()))
         finally:
+            if offline is not None:  # handed over or stopped while offline: close the period
+                offline.end_s, offline.ended_at = reader.now(), datetime.now(UTC)
+                offline.detail["ended_by"] = f"worker {self.worker_id} stopped the camera"
+                self._put(_Msg("end", cam, offline))
             if span:
                 self._put(_Msg("beat", cam, {**stats, "span": list(span)}))
             for ev in pipe.flush(reader.now()):
@@ -250,7 +254,10 @@ class CameraService:
                     dead = [c for c, r in self.running.items() if r.done.is_set()]
                 for cid in dead:
                     self._stop_camera(cid)
-                    store.release([cid])
+                    try:
+                        store.release([cid])
+                    except Exception as exc:  # it expires by itself
+                        log.error("camera %s: lease not released (%s)", cid, exc)
                 self._stop.wait(self.renew_s)
         finally:
             held = list(self.running)
