@@ -90,7 +90,7 @@ def test_snapshot_is_the_best_scoring_frame(tmp_path: Path) -> None:
     pipe.should_detect = lambda t, m: True  # type: ignore[method-assign]
     started, ended, at_start = [], [], {}
     for i in range(len(scores)):
-        frame = np.full((240, 320, 3), min(250, 10 * i), np.uint8)  # frame i is recognisable by its grey
+        frame = np.full((240, 320, 3), min(250, 10 * i), np.uint8)  # frame i: grey 10 i
         s, e = pipe.process(frame, i * 0.2)
         for ev in s:
             at_start[ev.id] = (ev.detail["snapshot_s"], cv2.imread(ev.snapshot)[230, 5, 0])
