@@ -195,3 +195,37 @@ def test_slow_inference_drops_frames_and_says_so(
     backlog = s["frames_read"] - s["frames_processed"] - s["frames_dropped"] - s["frames_skipped"]
     assert 0 <= backlog <= 2, s
     assert s["frames_dropped"] > s["frames_processed"]  # 10 fps in, about 3 out
+
+
+def test_silent_camera_in_the_service_raises_camera_offline(
+    migrated: Settings, silent_server: tuple[int, list[int]], tmp_path: Path
+) -> None:
+    port, accepted = silent_server
+    cam = load_site(SITE).cameras[0]
+    url = f"rtsp://127.0.0.1:{port}/cam"
+    silent = Camera.model_validate({**cam.model_dump(), "id": "cam-silent", "url": url})
+    cam = silent
+    site = load_site(SITE).model_copy(update={"cameras": [silent]})
+    svc = CameraService(migrated, site, media_dir=tmp_path, threads=1, stall_s=0.5,
+                        open_timeout_s=0.5)  # fmt: skip
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    client = redis.Redis.from_url(migrated.redis_url)
+    keys = bus.Keys(migrated.redis_prefix)
+
+    def offline_events() -> list[dict[str, Any]]:
+        msgs = [orjson.loads(f[b"m"]) for _, f in client.xrange(keys.camera_events_stream)]
+        return [m for m in msgs if m["camera"] == cam.id and m["rule"] == "camera_offline"]
+
+    try:
+        wait_for(lambda: offline_events() and accepted[0] >= 3, timeout=60, every=0.1)
+        status = orjson.loads(client.hget(keys.camera_status, cam.id))
+    finally:
+        svc.stop()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert status["state"] == "offline" and status["reason"] == "cannot connect"
+    events = offline_events()
+    # Several restarts, one offline event; closed when the worker stopped the camera.
+    assert [m["phase"] for m in events] == ["start", "end"]
+    assert "stopped" in events[1]["detail"]["ended_by"]
