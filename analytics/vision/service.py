@@ -57,6 +57,7 @@ class _Running:
     deadline: float
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)  # no more frames processed
+    last_frame_at: float = 0.0  # monotonic time the last frame was processed
     thread: threading.Thread | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +163,7 @@ class CameraService:
                     next_t = fr.t + every
                     arrived = time.monotonic() - (reader.now() - fr.t)
                     span[:] = [span[0] if span else time.time(), time.time()]
+                    run.last_frame_at = time.monotonic()
                     started, ended = pipe.process(fr.image, fr.t)
                     processed += 1
                     for ev in started:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -209,3 +210,53 @@ def test_three_workers_share_cameras_and_survive_a_kill(
         later = [s for s in spans if s["camera"] == cam and s["worker"] != victim]
         assert all(s["first"] > killed_at for s in later if s["last"] > gone)
     assert all(p.returncode in (0, -signal.SIGKILL) for p in procs.values())
+
+
+def test_a_worker_cut_off_from_redis_stops_its_cameras_before_its_lease_ends(
+    migrated: Settings, rtsp_server: Callable[..., RtspServer], tmp_path: Path
+) -> None:
+    """Fencing: a worker that cannot renew stops processing by its own clock, before the lease in
+    Redis can expire and another worker take the camera."""
+    from analytics.vision.service import CameraService
+    from core.site import Camera, load_site
+    from tests.conftest import free_port
+
+    port, password = free_port(), uuid.uuid4().hex
+    conf = ["--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
+    redis_proc = subprocess.Popen(["redis-server", *conf], stdout=subprocess.DEVNULL)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _pings(url), timeout=10)
+        settings = migrated.model_copy(update={"redis_url": url})
+        srv = rtsp_server("cam")
+        cam = load_site(ROOT / "sites" / "iahdrai.yaml").cameras[0]
+        one = Camera.model_validate({**cam.model_dump(), "url": srv.url("cam"), "detect_fps": 2})
+        site = load_site(ROOT / "sites" / "iahdrai.yaml").model_copy(update={"cameras": [one]})
+        svc = CameraService(settings, site, media_dir=tmp_path, threads=1, lease_ttl_s=2.0)
+        runner = threading.Thread(target=svc.run, daemon=True)
+        runner.start()
+        try:
+            run = wait_for(lambda: svc.running.get(cam.id), timeout=30)
+            wait_for(lambda: run.last_frame_at > 0, timeout=30)
+            redis_proc.kill()
+            redis_proc.wait()
+            wait_for(run.done.is_set, timeout=30)
+            wait_for(lambda: svc.running.get(cam.id) is not run, timeout=10)  # not restarted
+        finally:
+            svc.stop()
+            runner.join(timeout=30)
+        assert not runner.is_alive()
+        # The last frame came before the deadline, which is before the lease could expire.
+        assert 0 < run.last_frame_at <= run.deadline
+    finally:
+        if redis_proc.poll() is None:
+            redis_proc.kill()
+            redis_proc.wait()
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url).ping())
+    except redis.ConnectionError:
+        return False
