@@ -62,6 +62,16 @@ class Keys:
         return self("camera", "status")
 
     @property
+    def camera_stats(self) -> str:
+        """Hash camera id → frame counters of the worker running it (read, processed, dropped)."""
+        return self("camera", "stats")
+
+    @property
+    def camera_activity_stream(self) -> str:
+        """One entry per camera and second of processing: which worker processed which span."""
+        return self("stream", "camera_activity")
+
+    @property
     def kpi_latest(self) -> str:
         return self("kpi", "latest")
 

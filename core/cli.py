@@ -279,7 +279,15 @@ def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
     from analytics.vision.service import CameraService
     from core.site import load_site
 
-    svc = CameraService(settings, load_site(settings.site_file), cameras=args.camera or None)
+    svc = CameraService(
+        settings,
+        load_site(settings.site_file),
+        cameras=args.camera or None,
+        threads=args.threads,
+        worker_id=args.worker_id,
+        lease_ttl_s=args.lease_ttl,
+        stall_s=args.stall,
+    )
     _on_term(svc.stop)
     svc.run()
 
@@ -298,7 +306,11 @@ def _bench_detect(args: argparse.Namespace, settings: Settings) -> None:
     from analytics.vision.bench import bench_detect
 
     result = bench_detect(
-        source=args.source, frames=args.frames, threads=args.threads, extras=args.extras
+        source=args.source,
+        frames=args.frames,
+        threads=args.threads,
+        extras=args.extras,
+        seconds=args.seconds,
     )
     _print_result(result, as_json=args.json)
 
@@ -397,11 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-snapshots", action="store_true")
     sp = add("cameras", cmd_cameras, "watch the site's cameras: events to TimescaleDB and the bus")
     sp.add_argument("--camera", action="append", help="only this camera id (repeatable)")
+    sp.add_argument("--worker-id", help="name in the camera leases (default: host-pid)")
+    sp.add_argument(
+        "--lease-ttl", type=float, default=6.0, help="seconds a dead worker keeps its cameras"
+    )
+    sp.add_argument("--stall", type=float, default=5.0, help="seconds without a frame: offline")
+    sp.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     sp = bench
     sp.add_argument("--source", help="detect: video file (default: vtest.avi from opencv-doc)")
     sp.add_argument("--frames", type=int, default=100, help="detect: frames per measurement")
     sp.add_argument("--threads", type=int, default=2, help="detect: ONNX Runtime threads")
     sp.add_argument("--extras", action="store_true", help="detect: also INT8 and 320/256 px")
+    sp.add_argument(
+        "--seconds", type=float, default=12.0, help="detect: video seconds per concurrent step"
+    )
     sp.add_argument("--clients", type=int, default=100, help="live: websocket clients")
     return p
 

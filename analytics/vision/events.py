@@ -92,10 +92,12 @@ def render_snapshot(
     event: CameraEvent,
     privacy_masks: Sequence[Sequence[Point]] = (),
     blur_boxes: Sequence[Box] = (),
+    boxes: Sequence[Box] | None = None,
 ) -> np.ndarray:
-    """Privacy first (masks are applied last so no box or label is drawn over them)."""
+    """Privacy first (masks are applied last so no box or label is drawn over them); ``boxes``
+    are the objects in this frame (default: the event's boxes at its start)."""
     img = apply_privacy(frame, (), blur_boxes)
-    for x1, y1, x2, y2 in event.boxes:
+    for x1, y1, x2, y2 in event.boxes if boxes is None else boxes:
         cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (0, 0, 255), 2)
     text = f"{event.rule} {event.zone or ''} {event.label} {event.score:.2f}"
     cv2.putText(img, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)

@@ -104,7 +104,9 @@ class LiveReader:
     backoff_max_s: float = 30.0
     on_status: StatusCallback | None = None
     give_up_first: bool = False  # stop (set ``failed``) when the very first connection fails
+    open_timeout_s: float = 10.0
     frames_read: int = 0
+    frames_dropped: int = 0  # replaced by a newer one before the consumer took them
     reconnects: int = 0
     online: bool = False
     _frame: Frame | None = field(default=None, init=False, repr=False)
@@ -143,7 +145,9 @@ class LiveReader:
         offline_reported = False
         while not self._stop.is_set():
             try:
-                cap = open_capture(self.source, read_timeout_s=self.stall_s)
+                cap = open_capture(
+                    self.source, open_timeout_s=self.open_timeout_s, read_timeout_s=self.stall_s
+                )
             except IOCError as exc:
                 self.last_error = str(exc)
                 if self.give_up_first and not ever_online:
@@ -176,6 +180,8 @@ class LiveReader:
                     delay = self.backoff_s
                 self.frames_read += 1
                 with self._cond:
+                    if self._frame is not None and self._frame.index != self._taken:
+                        self.frames_dropped += 1  # the one-frame queue: drop, never lag
                     self._frame = Frame(image, self.now(), self.frames_read)
                     self._cond.notify_all()
             cap.release()

@@ -277,6 +277,10 @@ class RuleEngine:
                 self._finish(key, op, min(t, op.last_true), ended)
         return ended
 
+    def open_events(self) -> list[CameraEvent]:
+        """Events whose condition holds now or held lately (started or still in debounce)."""
+        return [op.event for op in self._open.values()]
+
     def take_counts(self) -> Counter:
         """Line-crossing counts per (zone, direction, label, minute start epoch) so far."""
         out = Counter(self.counts)

@@ -61,6 +61,18 @@ def camera_with_rules(cam: Camera) -> Camera:
 
 
 @dataclass
+class _Best:
+    """The best-scoring frame of an open event so far: its evidence."""
+
+    score: float
+    t: float
+    frame: np.ndarray
+    boxes: list[tuple[float, float, float, float]]
+    blur: list[tuple[float, float, float, float]]
+    written: float | None = None  # score of the frame on disk
+
+
+@dataclass
 class Pipeline:
     """One camera's processing state; ``process`` takes one frame at source time ``t``."""
 
@@ -75,6 +87,7 @@ class Pipeline:
     frames: int = 0
     frames_detected: int = 0
     _last_detect: float = field(default=-1e18, init=False)
+    _best: dict[str, _Best] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.camera = camera_with_rules(self.camera)
@@ -122,24 +135,75 @@ class Pipeline:
             self.tracker.update(self.detector.detect(frame), t)
         else:
             self.tracker.prune(t)
-        started, ended = engine.step(t, self.tracker.active(t), motion)
+        active = self.tracker.active(t)
+        started, ended = engine.step(t, active, motion)
+        if self.media_dir is not None:
+            self._keep_best(frame, t, active, engine.open_events())
+            for ev in started:
+                self._snapshot(frame, t, ev)
+            for ev in ended:
+                self._final_snapshot(ev)
+            open_ids = {ev.id for ev in engine.open_events()}
+            for eid in [e for e in self._best if e not in open_ids]:
+                del self._best[eid]  # debounced away, or ended
         for ev in started:
-            if self.media_dir is not None:
-                self._snapshot(frame, ev)
             if self.on_event_start:
                 self.on_event_start(ev)
         return started, ended
 
-    def _snapshot(self, frame: np.ndarray, ev: CameraEvent) -> None:
-        blur = []
-        if self.camera.blur_people:
-            blur = [tr.box for tr in self.tracker.active(ev.start_s) if tr.label == "person"]
-        img = render_snapshot(frame, ev, self.camera.privacy_masks, blur)
+    def _keep_best(self, frame: np.ndarray, t: float, active: list, events: list) -> None:
+        """Remember, per open event, the frame where its objects were detected with the highest
+        score (summed over its tracks detected in that frame): the snapshot shows that frame."""
+        seen = {tr.id: tr for tr in active if tr.last_t == t and tr.scores}
+        copy: np.ndarray | None = None
+        for ev in events:
+            mine = [seen[i] for i in ev.track_ids if i in seen]
+            if not mine:
+                continue
+            score = sum(tr.scores[-1] for tr in mine)
+            best = self._best.get(ev.id)
+            if best is not None and score <= best.score:
+                continue
+            copy = frame.copy() if copy is None else copy  # one copy per frame, shared
+            people = self.camera.blur_people
+            blur = [tr.box for tr in active if tr.label == "person"] if people else []
+            written = best.written if best else None
+            self._best[ev.id] = _Best(score, t, copy, [tr.box for tr in mine], blur, written)
+
+    def _write(self, ev: CameraEvent, best: _Best) -> None:
+        img = render_snapshot(best.frame, ev, self.camera.privacy_masks, best.blur, best.boxes)
         assert self.media_dir is not None
         ev.snapshot = str(write_snapshot(self.media_dir, ev, img))
+        ev.detail["snapshot_s"] = round(best.t, 3)
+        best.written = best.score
+
+    def _snapshot(self, frame: np.ndarray, t: float, ev: CameraEvent) -> None:
+        """At the start, the best frame seen so far (the debounce period included)."""
+        best = self._best.get(ev.id)
+        if best is None:  # no tracked object (tampering): the frame that completed the rule
+            blur = []
+            if self.camera.blur_people:
+                blur = [tr.box for tr in self.tracker.active(t) if tr.label == "person"]
+            best = self._best[ev.id] = _Best(0.0, t, frame.copy(), list(ev.boxes), blur)
+        self._write(ev, best)
+
+    def _final_snapshot(self, ev: CameraEvent) -> None:
+        """At the end, the same file again when a better frame came after the start."""
+        best = self._best.pop(ev.id, None)
+        if (
+            best is not None
+            and ev.snapshot
+            and best.written is not None
+            and best.score > best.written
+        ):
+            self._write(ev, best)
 
     def flush(self, t: float) -> list[CameraEvent]:
-        return self.engine.flush(t) if self.engine else []
+        ended = self.engine.flush(t) if self.engine else []
+        if self.media_dir is not None:
+            for ev in ended:
+                self._final_snapshot(ev)
+        return ended
 
 
 def run(

@@ -103,3 +103,15 @@ def publish_status(client: redis.Redis, keys: Keys, camera: str, state: str, rea
         "at": datetime.now(UTC).isoformat(),
     }
     client.hset(keys.camera_status, camera, orjson.dumps(status))
+
+
+def publish_activity(client: redis.Redis, keys: Keys, camera: str, beat: dict[str, Any]) -> None:
+    """A camera's frame counters (``camera:stats``) and, when it processed frames since the last
+    beat, the span of wall-clock time it did so and by which worker (``stream:camera_activity``)."""
+    at = datetime.now(UTC).isoformat()
+    counters = {k: v for k, v in beat.items() if k != "span"}
+    client.hset(keys.camera_stats, camera, orjson.dumps({**counters, "at": at}))
+    if beat.get("span"):
+        first, last = beat["span"]
+        entry = {"camera": camera, "worker": beat.get("worker"), "first": first, "last": last}
+        xadd_json(client, keys.camera_activity_stream, entry)

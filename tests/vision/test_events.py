@@ -60,3 +60,47 @@ def test_tampering_covered_lens_and_scene_change_on_frames() -> None:
         labels += [e.label for e in started]
     assert "scene_change" in labels and "covered" in labels
     assert labels.count("scene_change") == 1 and labels.count("covered") == 1
+
+
+class ScriptedDetector:
+    """Stands in for the model in a pure pipeline test: one person, a given score per frame."""
+
+    model_name, model_version = "scripted", "1"
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+        self.i = 0
+
+    def detect(self, frame: np.ndarray) -> list:
+        from analytics.vision.detector import Detection
+
+        score = self.scores[self.i] if self.i < len(self.scores) else 0.0
+        self.i += 1
+        x = 60 + 4 * self.i  # walking right
+        return [Detection((x, 60, x + 40, 160), score, "person")] if score > 0 else []
+
+
+def test_snapshot_is_the_best_scoring_frame(tmp_path: Path) -> None:
+    from analytics.vision.runner import Pipeline, default_camera
+
+    # 0.2 s a frame; debounce 1 s, so the event starts at frame 5. The best frame before the
+    # start is frame 2 (0.8); after the start, frame 9 (0.97) beats it.
+    scores = [0.6, 0.6, 0.8, 0.62, 0.64, 0.66, 0.7, 0.72, 0.75, 0.97, 0.7, 0.6] + [0.0] * 20
+    pipe = Pipeline(default_camera(), ScriptedDetector(scores), media_dir=tmp_path)  # type: ignore[arg-type]
+    pipe.should_detect = lambda t, m: True  # type: ignore[method-assign]
+    started, ended, at_start = [], [], {}
+    for i in range(len(scores)):
+        frame = np.full((240, 320, 3), min(250, 10 * i), np.uint8)  # frame i: grey 10 i
+        s, e = pipe.process(frame, i * 0.2)
+        for ev in s:
+            at_start[ev.id] = (ev.detail["snapshot_s"], cv2.imread(ev.snapshot)[230, 5, 0])
+        started += s
+        ended += e
+    assert len(started) == len(ended) == 1
+    ev = ended[0]
+    assert at_start[ev.id][0] == 0.4 and abs(int(at_start[ev.id][1]) - 20) <= 3
+    assert ev.detail["snapshot_s"] == 1.8 and Path(ev.snapshot).is_file()
+    img = cv2.imread(ev.snapshot)
+    assert abs(int(img[230, 5, 0]) - 90) <= 3  # the file on disk is frame 9 now
+    assert len(list(tmp_path.rglob("*.jpg"))) == 1  # rewritten in place, not a second file
+    assert not pipe._best  # nothing kept once the event ended
