@@ -27,7 +27,22 @@ USERS = {
 
 
 @pytest.fixture(scope="module")
-def api(migrated):
+def screens_settings(migrated):
+    """The run's database, but a Redis prefix of its own: the screens assert what is live
+    (staleness, counts), so other tests' live state must not show on them."""
+    s = migrated.model_copy(update={"redis_prefix": migrated.redis_prefix + "-screens"})
+    yield s
+    import redis
+
+    r = redis.Redis.from_url(s.redis_url)
+    keys = list(r.scan_iter(f"{s.redis_prefix}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def api(screens_settings):
+    migrated = screens_settings
     for name, (role, unit) in USERS.items():
         make_user(migrated, name, role, unit, PASSWORD)
     with ApiServer(migrated) as server:
@@ -107,8 +122,8 @@ class Bus:
 
 
 @pytest.fixture
-def pub(rds, migrated) -> Bus:
-    return Bus(rds, migrated)
+def pub(rds, screens_settings) -> Bus:
+    return Bus(rds, screens_settings)
 
 
 def sign_in(page: Page, url: str, user: str) -> None:
