@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     retention_raw_days: int = Field(90, ge=1, le=36_500, description="Raw readings kept.")
     retention_rollup_days: int = Field(730, ge=1, le=36_500, description="Rollups kept.")
     log_level: str = "INFO"
+    smtp_host: str | None = Field(None, description="Mail relay for notifications and reports.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "ioc@localhost"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10, gt=0, le=120)
 
     @property
     def database_host(self) -> str:

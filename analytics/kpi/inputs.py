@@ -36,8 +36,7 @@ INPUTS: dict[str, Input] = {
             "dossier_org_unit",
             "source_id",
             filters={
-                k: f"t.{k}"
-                for k in ("event", "channel", "end_to_end", "procedure_code", "agency")
+                k: f"t.{k}" for k in ("event", "channel", "end_to_end", "procedure_code", "agency")
             },
         ),
         Input(

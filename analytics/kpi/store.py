@@ -110,9 +110,7 @@ def _recompute(conn: psycopg.Connection, key: str, m: Measure, hours: list[datet
         cur[1] += r[3]
         if hist:
             cur[2][r[4]] += r[2]
-    conn.execute(
-        "DELETE FROM kpi_rollup WHERE measure = %s AND bucket = ANY(%s)", (key, hours)
-    )
+    conn.execute("DELETE FROM kpi_rollup WHERE measure = %s AND bucket = ANY(%s)", (key, hours))
     if agg:
         with conn.cursor() as cur:
             cur.executemany(
@@ -277,9 +275,7 @@ def compute_rollup_kpi(
                     w.name,
                     value,
                     target,
-                    status_of(
-                        kpi, target, value, fc, period_over=period_over, grows_only=additive
-                    ),
+                    status_of(kpi, target, value, fc, period_over=period_over, grows_only=additive),
                     fc,
                     w.period_end,
                     detail,
