@@ -265,7 +265,9 @@ class Notifier:
 
     def notify(self, incident: dict, person: dict, purpose: str = "assignment") -> list[dict]:
         """Deliver on every chain in parallel; return one result per channel tried."""
-        msg = message_text(incident, person, purpose)
+        unit = self.site.units.get(incident.get("org_unit_id", ""))
+        msg = message_text({**incident, "place": incident.get("place") or (unit and unit.name)},
+                           person, purpose)  # fmt: skip
         chains = self.site.operations.channels
         with ThreadPoolExecutor(max_workers=max(1, len(chains))) as pool:
             futures = [
@@ -280,6 +282,7 @@ class Notifier:
 def get_staff(conn: psycopg.Connection, staff_id: str) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM staff WHERE id = %s", (staff_id,)).fetchone()
+    conn.commit()  # never leave a transaction open: the incident's row lock must be released
     if row is None:
         from core.errors import IOCError
 
@@ -303,4 +306,5 @@ def assign_and_notify(
     inc = transition(
         conn, incident_id, "assign", actor, now, note=note, assignee=staff_id, reassign=reassign
     )
+    conn.commit()  # the assignment is committed (and its lock released) before delivery
     return inc, notifier.notify(inc, person, "assignment")
