@@ -164,6 +164,8 @@ def eval_silence(
     for s in site.sources:
         if rule.sources and s.id not in rule.sources:
             continue
+        if not rule.sources and s.id not in last_seen:
+            continue  # no health information for this source yet (never reported)
         out += observe(
             conn, site, rule, s.id, now, last_seen=last_seen.get(s.id),
             expected_s=s.expected_interval_s,
