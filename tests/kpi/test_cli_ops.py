@@ -61,10 +61,14 @@ def test_ops_cycle_silence_then_escalation_notifies_on_the_stream(kdb, kdb_setti
     svc = OpsService(kdb_settings, site, clock=lambda: clock[0])
     keys = bus.Keys(kdb_settings.redis_prefix)
     rds.hset(keys.latest_ts("telemetry"), "sensor-air-tthc", (now - timedelta(hours=1)).timestamp())
-    kdb.execute("INSERT INTO staff (id, name, role, team, org_unit_id, username) VALUES "
-                "('it1', 'Trần Thị Hoa', 'field', 'it', 'iahdrai-iatoi', 'it1')")  # fmt: skip
-    kdb.execute("INSERT INTO duty_shifts (staff_id, starts_at, ends_at) VALUES ('it1', %s, %s)",
-                (now - timedelta(hours=1), now + timedelta(hours=8)))  # fmt: skip
+    kdb.execute(
+        "INSERT INTO staff (id, name, role, team, org_unit_id, username) VALUES "
+        "('it1', 'Trần Thị Hoa', 'field', 'it', 'iahdrai-iatoi', 'it1')"
+    )
+    kdb.execute(
+        "INSERT INTO duty_shifts (staff_id, starts_at, ends_at) VALUES ('it1', %s, %s)",
+        (now - timedelta(hours=1), now + timedelta(hours=8)),
+    )
     kdb.commit()
     out = svc.cycle(kdb, now)
     assert out["incidents"] == 1 and out["escalations"] == 0

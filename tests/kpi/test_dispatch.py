@@ -21,15 +21,22 @@ from core.site import Gateway, Operations, Rule
 from tests.conftest import free_port, wait_until
 
 T = datetime(2025, 9, 1, 2, 0, tzinfo=UTC)
-R = Rule(id="r-disp", kind="threshold", name="Ngập úng", severity="high", team="urban",
-         signal={"input": "telemetry", "value": "value"}, value=1)  # fmt: skip
+R = Rule(
+    id="r-disp",
+    kind="threshold",
+    name="Ngập úng",
+    severity="high",
+    team="urban",
+    signal={"input": "telemetry", "value": "value"},
+    value=1,
+)
 
 
 class Inbox:
     def __init__(self) -> None:
         self.messages: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
         return "250 OK"
 
@@ -52,7 +59,7 @@ class Gate:
         gate = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 gate.release.wait(20)
                 gate.requests.append(body)
@@ -77,9 +84,18 @@ def add_staff(db, sid, lat, lon, team="urban", on_duty=True, **contacts):
     db.execute(
         "INSERT INTO staff (id, name, role, team, org_unit_id, lat, lon, email, phone, zalo_id, "
         "username) VALUES (%s, %s, 'field', %s, 'iahdrai-iatoi', %s, %s, %s, %s, %s, %s)",
-        (sid, f"Nguyễn Văn {sid}", team, lat, lon, contacts.get("email"), contacts.get("phone"),
-         contacts.get("zalo"), sid),
-    )  # fmt: skip
+        (
+            sid,
+            f"Nguyễn Văn {sid}",
+            team,
+            lat,
+            lon,
+            contacts.get("email"),
+            contacts.get("phone"),
+            contacts.get("zalo"),
+            sid,
+        ),
+    )
     if on_duty:
         db.execute(
             "INSERT INTO duty_shifts (staff_id, starts_at, ends_at) VALUES (%s, %s, %s)",
@@ -89,8 +105,11 @@ def add_staff(db, sid, lat, lon, team="urban", on_duty=True, **contacts):
 
 
 def test_rank_nearest_by_hand():
-    people = [{"id": "a", "lat": 14.0, "lon": 108.0}, {"id": "b", "lat": 14.001, "lon": 108.0},
-              {"id": "c", "lat": None, "lon": None}]  # fmt: skip
+    people = [
+        {"id": "a", "lat": 14.0, "lon": 108.0},
+        {"id": "b", "lat": 14.001, "lon": 108.0},
+        {"id": "c", "lat": None, "lon": None},
+    ]
     assert [p["id"] for p in rank_nearest(people, 14.0011, 108.0)] == ["b", "a", "c"]
 
 
@@ -111,14 +130,16 @@ def test_assignment_delivered_by_email_webhook_with_retries_and_stream(
     sms = Gate(fail_first=2)  # two HTTP 500 then OK: delivered on the third attempt
     dead_zalo = f"http://127.0.0.1:{free_port()}/zalo"  # nothing listens: connection refused
     ops = Operations(
-        gateways={"zalo": Gateway(url=dead_zalo, timeout_s=2),
-                  "sms": Gateway(url=sms.url, template="IOC: {title} tại {place}")},
-        retries=3, retry_backoff_s=0,
-    )  # fmt: skip
+        gateways={
+            "zalo": Gateway(url=dead_zalo, timeout_s=2),
+            "sms": Gateway(url=sms.url, template="IOC: {title} tại {place}"),
+        },
+        retries=3,
+        retry_backoff_s=0,
+    )
     s = site.model_copy(update={"operations": ops})
     settings = kdb_settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ctl.port})
-    add_staff(kdb, "fs-mail", 14.1, 107.54, email="fs@example.vn", phone="0912345678",
-              zalo="zl-1")  # fmt: skip
+    add_staff(kdb, "fs-mail", 14.1, 107.54, email="fs@example.vn", phone="0912345678", zalo="zl-1")
     iid, _ = open_incident(kdb, s, R, "k1", Place("iahdrai-iatoi", None, 14.1, 107.54, "Ia Tơi"), T)
     try:
         inc, results = assign_and_notify(
@@ -135,8 +156,12 @@ def test_assignment_delivered_by_email_webhook_with_retries_and_stream(
     assert mail["To"] == "fs@example.vn" and "Sự cố được giao" in mail["Subject"]
     assert "Mức độ: Cao" in mail.get_content()
     # the webhook: the template rendered, the phone number, 3 attempts recorded
-    assert sms.requests[-1] == {"channel": "sms", "to": "0912345678",
-                                "text": "IOC: Ngập úng — Ia Tơi tại Xã Ia Tơi", "incident_id": iid}  # fmt: skip
+    assert sms.requests[-1] == {
+        "channel": "sms",
+        "to": "0912345678",
+        "text": "IOC: Ngập úng — Ia Tơi tại Xã Ia Tơi",
+        "incident_id": iid,
+    }
     rows = kdb.execute(
         "SELECT n.channel, n.status, n.attempts, n.fallback_of IS NOT NULL, "
         "array_agg(a.ok ORDER BY a.attempt) FROM notifications n JOIN notification_attempts a "
@@ -157,8 +182,11 @@ def test_a_hanging_gateway_does_not_delay_email(kdb, kdb_settings, site, smtp, r
     ctl, inbox = smtp
     hang = Gate()
     hang.release.clear()  # the gateway accepts the request and does not answer
-    ops = Operations(gateways={"sms": Gateway(url=hang.url, timeout_s=30)}, retries=1,
-                     channels=[["sms"], ["email"]])  # fmt: skip
+    ops = Operations(
+        gateways={"sms": Gateway(url=hang.url, timeout_s=30)},
+        retries=1,
+        channels=[["sms"], ["email"]],
+    )
     s = site.model_copy(update={"operations": ops})
     settings = kdb_settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ctl.port})
     add_staff(kdb, "fs-hang", 14.1, 107.54, email="hang@example.vn", phone="0900000000")
@@ -169,9 +197,12 @@ def test_a_hanging_gateway_does_not_delay_email(kdb, kdb_settings, site, smtp, r
     person = {"id": "fs-hang", "name": "Hằng", "email": "hang@example.vn", "phone": "0900000000"}
     done = threading.Event()
     threading.Thread(
-        target=lambda: (Notifier(settings, s, redis_client=rds).notify(incident, person),
-                        done.set()), daemon=True,
-    ).start()  # fmt: skip
+        target=lambda: (
+            Notifier(settings, s, redis_client=rds).notify(incident, person),
+            done.set(),
+        ),
+        daemon=True,
+    ).start()
     try:
         # the e-mail arrives while the SMS gateway is still holding its request
         wait_until(lambda: inbox.messages, timeout=15)

@@ -16,11 +16,14 @@ from analytics.kpi.engine import (
 )
 from core.site import KpiFormula, KpiTarget
 
-RATIO = KpiFormula.model_validate({
-    "op": "ratio", "scale": 100,
-    "numerator": {"input": "dossiers", "where": {"channel": "online"}},
-    "denominator": {"input": "dossiers"},
-})  # fmt: skip
+RATIO = KpiFormula.model_validate(
+    {
+        "op": "ratio",
+        "scale": 100,
+        "numerator": {"input": "dossiers", "where": {"channel": "online"}},
+        "denominator": {"input": "dossiers"},
+    }
+)
 KPI = KpiTarget(id="online_rate", name="Tỷ lệ", unit="%", targets_by_year={2025: 85})
 
 
@@ -61,8 +64,10 @@ def test_histogram_quantile_by_hand():
 
 
 def test_roll_up_and_formatting(site):
-    up = roll_up_parts(site, {"iahdrai-iatoi": Parts(2, 3.0), "iahdrai-motcua": Parts(1, 1.0),
-                              "gone-unit": Parts(5, 5)})  # fmt: skip
+    up = roll_up_parts(
+        site,
+        {"iahdrai-iatoi": Parts(2, 3.0), "iahdrai-motcua": Parts(1, 1.0), "gone-unit": Parts(5, 5)},
+    )
     assert (up["iahdrai"].n, up["kontum"].total, up["iahdrai-iadal"].n) == (3, 4.0, 0)
     assert fmt_number(82.44, "%") == "82,4 %" and fmt_number(12345, "người") == "12.345 người"
     end = datetime(2025, 12, 31, 17, 0, tzinfo=UTC)  # 1 Jan 2026 00:00 in Hà Nội

@@ -24,7 +24,7 @@ def dossier(db, n, when, unit, event, channel="online", e2e=True, code="2.000", 
 
 def current(db, kpi, unit, window):
     return db.execute(
-        'SELECT value, target, status, forecast, detail FROM kpi_current '
+        "SELECT value, target, status, forecast, detail FROM kpi_current "
         'WHERE kpi_id = %s AND org_unit_id = %s AND "window" = %s',
         (kpi, unit, window),
     ).fetchone()
@@ -48,8 +48,15 @@ def loaded(kdb_settings, site):
         dossier(db, 7, T + m, "iahdrai-motcua", "completed_on_time", "counter", False)
         dossier(db, 8, T + 3 * m, "iahdrai-motcua", "completed_on_time", "counter", False)
         # Last month, Ia Đal: one at the counter, on time (in ytd and 30d, not today).
-        dossier(db, 9, datetime(2025, 5, 20, 3, tzinfo=UTC), "iahdrai-iadal",
-                "completed_on_time", "counter", False)  # fmt: skip
+        dossier(
+            db,
+            9,
+            datetime(2025, 5, 20, 3, tzinfo=UTC),
+            "iahdrai-iadal",
+            "completed_on_time",
+            "counter",
+            False,
+        )
         # Open dossiers (received, not completed).
         local = lambda *a: datetime(*a, tzinfo=LOCAL)  # noqa: E731
         dossier(db, 20, local(2025, 6, 2, 9), "iahdrai-motcua", "received", code="1.001")
@@ -67,10 +74,15 @@ def loaded(kdb_settings, site):
                 )
         # Budget estimates for fiscal year 2026 (prepared in 2025).
         for i, (unit, status, day) in enumerate(
-            [("iahdrai-iatoi", "submitted", 1), ("iahdrai-iadal", "drafting", 1),
-             ("iahdrai-iadal", "submitted", 3), ("iahdrai-iadom", "submitted", 1),
-             ("iahdrai-iadom", "returned", 4), ("iahdrai-motcua", "approved", 2)]
-        ):  # fmt: skip
+            [
+                ("iahdrai-iatoi", "submitted", 1),
+                ("iahdrai-iadal", "drafting", 1),
+                ("iahdrai-iadal", "submitted", 3),
+                ("iahdrai-iadom", "submitted", 1),
+                ("iahdrai-iadom", "returned", 4),
+                ("iahdrai-motcua", "approved", 2),
+            ]
+        ):
             db.execute(
                 "INSERT INTO budget_status (time, source_id, org_unit_id, msg_id, budget_unit, "
                 "fiscal_year, plan, status) VALUES (%s, 'dutoan-ngsnn', 'iahdrai-tckh', %s, %s, "

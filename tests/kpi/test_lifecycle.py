@@ -14,8 +14,14 @@ from analytics.ops.incidents import IncidentConflict, Place, open_incident, tran
 from core.site import Rule
 
 T = datetime(2025, 8, 1, 2, 0, tzinfo=UTC)
-R = Rule(id="r-life", kind="threshold", name="Thử", severity="high",
-         signal={"input": "telemetry", "value": "value"}, value=1)  # fmt: skip
+R = Rule(
+    id="r-life",
+    kind="threshold",
+    name="Thử",
+    severity="high",
+    signal={"input": "telemetry", "value": "value"},
+    value=1,
+)
 
 
 def new_incident(db, site, key):
@@ -105,8 +111,9 @@ def _race(url: str, iid: int, calls: list[tuple[str, str, dict]]) -> list[object
 def test_two_operators_assigning_at_once(kdb, kdb_settings, site):
     iid = new_incident(kdb, site, "assign-race")
     url = kdb_settings.database_url.get_secret_value()
-    res = _race(url, iid, [("assign", "op1", {"assignee": "fs1"}),
-                           ("assign", "op2", {"assignee": "fs2"})])  # fmt: skip
+    res = _race(
+        url, iid, [("assign", "op1", {"assignee": "fs1"}), ("assign", "op2", {"assignee": "fs2"})]
+    )
     wins = [r for r in res if isinstance(r, dict)]
     losses = [r for r in res if isinstance(r, IncidentConflict)]
     assert len(wins) == 1 and len(losses) == 1
@@ -123,8 +130,7 @@ def test_two_operators_assigning_at_once(kdb, kdb_settings, site):
 def test_ack_racing_auto_resolve_leaves_one_consistent_state(kdb, kdb_settings, site):
     iid = new_incident(kdb, site, "ack-race")
     url = kdb_settings.database_url.get_secret_value()
-    res = _race(url, iid, [("acknowledge", "op1", {}),
-                           ("resolve", "system:auto-resolve", {})])  # fmt: skip
+    res = _race(url, iid, [("acknowledge", "op1", {}), ("resolve", "system:auto-resolve", {})])
     status = kdb.execute("SELECT status FROM incidents WHERE id = %s", (iid,)).fetchone()[0]
     assert status == "resolved"  # resolve is allowed after an ack; an ack after resolve is not
     timeline = kdb.execute(
@@ -159,8 +165,11 @@ def test_audit_is_append_only_for_the_app_role(kdb, kdb_settings):
             "INSERT INTO audit_log (actor, entity, entity_id, action) "
             "VALUES ('op1', 'rule', 'r1', 'update')"
         )
-        for stmt in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log",
-                     "TRUNCATE audit_log"):  # fmt: skip
+        for stmt in (
+            "UPDATE audit_log SET actor = 'x'",
+            "DELETE FROM audit_log",
+            "TRUNCATE audit_log",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 app.execute(stmt)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -175,8 +184,10 @@ def test_audit_is_append_only_for_the_app_role(kdb, kdb_settings):
     with pytest.raises(psycopg.errors.RaiseException, match="at least 3 months"):
         kdb.execute("SELECT audit_purge(now() - INTERVAL '10 days')")
     kdb.rollback()
-    kdb.execute("INSERT INTO audit_log (at, actor, entity, entity_id, action) VALUES "
-                "(now() - INTERVAL '400 days', 'old', 'rule', 'r0', 'create')")  # fmt: skip
+    kdb.execute(
+        "INSERT INTO audit_log (at, actor, entity, entity_id, action) VALUES "
+        "(now() - INTERVAL '400 days', 'old', 'rule', 'r0', 'create')"
+    )
     old = "SELECT count(*) FROM audit_log WHERE at < now() - INTERVAL '365 days'"
     n_old = kdb.execute(old).fetchone()[0]
     total = kdb.execute("SELECT count(*) FROM audit_log").fetchone()[0]

@@ -22,7 +22,7 @@ class Endpoint:
         ep = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 ep.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(201)
                 self.send_header("Content-Length", "0")
@@ -44,15 +44,23 @@ def test_monthly_report_xlsx_pdf_sent_and_scheduled_once(kdb, kdb_settings, site
     dossier(kdb, 104, datetime(2025, 5, 12, 3, tzinfo=UTC), "iahdrai-iatoi", "completed_on_time")
     kdb.commit()
     refresh_cycle(kdb, site, datetime(2025, 6, 30, 10, tzinfo=UTC))
-    r = Rule(id="r-rep", kind="threshold", name="Mực nước cao", domain="environment",
-             signal={"input": "telemetry", "value": "value"}, value=1)  # fmt: skip
+    r = Rule(
+        id="r-rep",
+        kind="threshold",
+        name="Mực nước cao",
+        domain="environment",
+        signal={"input": "telemetry", "value": "value"},
+        value=1,
+    )
     open_incident(kdb, site, r, "x", Place("iahdrai-iadal"), june)
     ep = Endpoint()
-    s = site.model_copy(update={"operations": Operations(report_endpoint=ep.url,
-                                                         report_units=["iahdrai"])})  # fmt: skip
+    s = site.model_copy(
+        update={"operations": Operations(report_endpoint=ep.url, report_units=["iahdrai"])}
+    )
     now = datetime(2025, 7, 1, 2, tzinfo=UTC)  # 09:00 on 1 July in Hà Nội
-    rep, files, sent = generate(kdb, kdb_settings, s, "iahdrai", 2025, 6, now=now,
-                                out_dir=tmp_path)  # fmt: skip
+    _rep, files, sent = generate(
+        kdb, kdb_settings, s, "iahdrai", 2025, 6, now=now, out_dir=tmp_path
+    )
     assert sent == ep.url and len(ep.bodies) == 1
     assert b"bao-cao-iahdrai-2025-06.xlsx" in ep.bodies[0]
     assert b"bao-cao-iahdrai-2025-06.pdf" in ep.bodies[0]

@@ -85,24 +85,31 @@ def test_threshold_with_pending_period_opens_one_incident_and_auto_resolves(kdb,
 
 
 def test_flapping_signal_yields_one_incident(kdb, site):
-    r = rule(id="r-flap", flap={"window_s": 600, "max_changes": 4})
-    for i in range(20):  # above, below, above … every minute
+    r = rule(id="r-flap", flap={"window_s": 600, "max_changes": 4}, sources=["flappy"])
+    for i in range(10):  # above, below, above … every minute (no pending or clear period)
         level(kdb, T0 + timedelta(hours=1, minutes=i), 9.0 if i % 2 == 0 else 8.0, "flappy")
-    eval_signal(kdb, site, rule(id="r-flap"), T0 + timedelta(hours=1, minutes=20))
+    out = eval_signal(kdb, site, r, T0 + timedelta(hours=1, minutes=9, seconds=30))
+    assert [o[2] for o in out if o[0] == "fire"] == ["opened", "reopened", "reopened"]
     rows = incidents(kdb, "r-flap:")
     assert len(rows) == 1
     assert rows[0][2] > 1  # counted again on every re-fire
 
 
 def test_silence_opens_and_auto_resolves(kdb, site):
-    r = Rule(id="r-silent", kind="silence", name="Mất tín hiệu", silence_factor=3,
-             sources=["sensor-air-tthc"])  # fmt: skip
+    r = Rule(
+        id="r-silent",
+        kind="silence",
+        name="Mất tín hiệu",
+        silence_factor=3,
+        sources=["sensor-air-tthc"],
+    )
     now = T0 + timedelta(hours=3)
     eval_silence(kdb, site, r, {"sensor-air-tthc": (now - timedelta(seconds=150)).timestamp()}, now)
     assert incidents(kdb, "r-silent:") == []  # 150 s < 3 × 60 s
     later = now + timedelta(seconds=60)
-    out = eval_silence(kdb, site, r, {"sensor-air-tthc": (now - timedelta(seconds=150)).timestamp()},
-                       later)  # fmt: skip
+    out = eval_silence(
+        kdb, site, r, {"sensor-air-tthc": (now - timedelta(seconds=150)).timestamp()}, later
+    )
     assert [o[2] for o in out] == ["opened"]
     back = later + timedelta(seconds=30)
     eval_silence(kdb, site, r, {"sensor-air-tthc": back.timestamp()}, back)
@@ -112,8 +119,14 @@ def test_silence_opens_and_auto_resolves(kdb, site):
 def test_silence_window_suppresses_until_it_expires(kdb, site):
     r = rule(id="r-maint")
     start = T0 + timedelta(hours=5)
-    add_silence(kdb, "op1", start, start + timedelta(minutes=30), "bảo trì cảm biến",
-                source_id="sensor-sesan-level")  # fmt: skip
+    add_silence(
+        kdb,
+        "op1",
+        start,
+        start + timedelta(minutes=30),
+        "bảo trì cảm biến",
+        source_id="sensor-sesan-level",
+    )
     level(kdb, start + timedelta(minutes=1), 9.5)
     assert [o[2] for o in eval_signal(kdb, site, r, start + timedelta(minutes=2))] == ["silenced"]
     assert incidents(kdb, "r-maint:") == []
@@ -132,8 +145,9 @@ def test_camera_events_and_correlation_with_a_kpi_incident(kdb, site):
         (t,),
     )
     kdb.commit()
-    cam = Rule(id="r-cam", kind="camera", name="Đông người", severity="high",
-               camera_rules=["crowding"])  # fmt: skip
+    cam = Rule(
+        id="r-cam", kind="camera", name="Đông người", severity="high", camera_rules=["crowding"]
+    )
     out = eval_camera(kdb, site, cam, t + timedelta(seconds=5))
     [(_, cam_iid, what)] = out
     assert what == "opened"
@@ -146,7 +160,9 @@ def test_camera_events_and_correlation_with_a_kpi_incident(kdb, site):
     parent = kdb.execute("SELECT parent_id FROM incidents WHERE id = %s", (kpi_iid,)).fetchone()
     assert parent[0] == cam_iid
     # the camera event ends: auto-resolved
-    kdb.execute("UPDATE camera_events SET end_at = %s WHERE id = 'ev1'", (t + timedelta(minutes=6),))
+    kdb.execute(
+        "UPDATE camera_events SET end_at = %s WHERE id = 'ev1'", (t + timedelta(minutes=6),)
+    )
     kdb.commit()
     eval_camera(kdb, site, cam, t + timedelta(minutes=7))
     assert incidents(kdb, "r-cam:")[0][1] == "resolved"
@@ -182,8 +198,11 @@ def test_escalation_fires_at_the_deadline_and_repeats_until_ack(kdb, site):
     opened = kdb.execute("SELECT opened_at FROM incidents WHERE id = %s", (iid,)).fetchone()[0]
 
     def esc(sec):
-        return [(e.level, e.notify, e.staff_id) for e in escalate_due(
-            kdb, site, opened + timedelta(seconds=sec)) if e.incident_id == iid]  # fmt: skip
+        return [
+            (e.level, e.notify, e.staff_id)
+            for e in escalate_due(kdb, site, opened + timedelta(seconds=sec))
+            if e.incident_id == iid
+        ]
 
     assert esc(299) == []
     assert esc(300) == [(1, "next_on_duty", "near")]  # the nearest rescue person on duty
@@ -193,3 +212,41 @@ def test_escalation_fires_at_the_deadline_and_repeats_until_ack(kdb, site):
     assert esc(1800) == [(3, "duty_leader", "leader")]  # repeats
     transition(kdb, iid, "acknowledge", "leader", opened + timedelta(seconds=1850))
     assert esc(5000) == []
+
+
+def test_anomaly_against_the_same_hour_of_previous_weeks(kdb, site):
+    r = rule(
+        id="r-anom",
+        kind="anomaly",
+        op=">",
+        value=3.5,
+        weeks=4,
+        signal={"input": "telemetry", "where": {"metric": "level_m"}, "value": "value"},
+        sources=["anom-src"],
+    )
+    now = T0 + timedelta(days=40)
+    for k, v in enumerate((10.0, 12.0, 11.0, 13.0), start=1):  # same hour, 1–4 weeks ago
+        level(kdb, now - timedelta(days=7 * k, minutes=30), v, "anom-src")
+    level(kdb, now - timedelta(minutes=30), 12.5, "anom-src")  # z = (12.5 − 11.5) / 1.4826
+    from analytics.ops.evaluate import eval_anomaly
+
+    assert eval_anomaly(kdb, site, r, now) == []
+    level(kdb, now - timedelta(minutes=5), 40.0, "anom-src")  # the hour's mean (12.5+40)/2
+    out = eval_anomaly(kdb, site, r, now)
+    assert [o[2] for o in out] == ["opened"]
+    ev = kdb.execute(
+        "SELECT evidence FROM incidents WHERE dedup_key = 'r-anom:anom-src'"
+    ).fetchone()[0]
+    assert ev[0]["history"] == [10.0, 12.0, 11.0, 13.0]  # 1, 2, 3, 4 weeks ago
+    assert ev[0]["z"] == pytest.approx((26.25 - 11.5) / 1.4826)
+
+
+def test_rate_of_change(kdb, site):
+    r = rule(id="r-roc", kind="rate_of_change", op=">", value=0.05, sources=["roc-src"])
+    t = T0 + timedelta(days=50)
+    for i, v in enumerate((5.0, 5.02, 5.04, 5.20)):  # +0.02, +0.02, then +0.16 m per minute
+        level(kdb, t + timedelta(minutes=i), v, "roc-src")
+    out = eval_signal(kdb, site, r, t + timedelta(minutes=4))
+    assert [o[2] for o in out] == ["opened"]
+    ev = kdb.execute("SELECT evidence FROM incidents WHERE dedup_key = 'r-roc:roc-src'")
+    assert ev.fetchone()[0][0]["rate_per_min"] == pytest.approx(0.16)
