@@ -198,7 +198,7 @@ def cmd_kpi(args: argparse.Namespace, settings: Settings) -> None:
             'FROM kpi_current WHERE org_unit_id = %s ORDER BY kpi_id, "window"',
             (unit,),
         ).fetchall()
-    order = {k.id: i for i, k in enumerate(site.kpis)}
+    order = {k.id: i for i, k in enumerate(site.all_kpis)}
     rows.sort(key=lambda r: (order.get(r[0], 999), r[1]))
     if args.window:
         rows = [r for r in rows if r[1] == args.window]

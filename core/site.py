@@ -110,9 +110,12 @@ class KpiFormula(_Model):
     states: list[str] = []  # state_share: the states that count as done
     unit_kinds: list[str] = []  # state_share: which org units are expected to report
     windows: list[WindowName] = []
+    per_zone: bool = False  # camera_events: also one KPI per camera zone
 
     @model_validator(mode="after")
     def _check(self) -> KpiFormula:
+        if self.per_zone and (self.measure is None or self.measure.input != "camera_events"):
+            raise ValueError("per_zone needs a camera_events measure")
         if self.op == "ratio" and (self.numerator is None or self.denominator is None):
             raise ValueError("a ratio needs a numerator and a denominator")
         if self.op in ("count", "sum", "avg", "percentile", "latest") and self.measure is None:
@@ -364,8 +367,34 @@ class Site(_Model):
         return {s.id: s for s in self.sources}
 
     @cached_property
+    def all_kpis(self) -> list[KpiTarget]:
+        """The declared KPIs, plus one per camera zone for `per_zone` KPIs (id
+        `<kpi>--<camera>--<zone>`), so events per zone have their own values and history."""
+        out: list[KpiTarget] = []
+        for k in self.kpis:
+            out.append(k)
+            f = k.formula
+            if f is None or not f.per_zone or f.measure is None:
+                continue
+            for cam in self.cameras:
+                for z in cam.zones:
+                    m = f.measure.model_copy(
+                        update={"where": {**f.measure.where, "camera_id": cam.id, "zone": z.id}}
+                    )
+                    out.append(
+                        k.model_copy(
+                            update={
+                                "id": f"{k.id}--{cam.id}--{z.id}",
+                                "name": f"{k.name} — {cam.name}: {z.name}",
+                                "formula": f.model_copy(update={"measure": m, "per_zone": False}),
+                            }
+                        )
+                    )
+        return out
+
+    @cached_property
     def kpi_by_id(self) -> dict[str, KpiTarget]:
-        return {k.id: k for k in self.kpis}
+        return {k.id: k for k in self.all_kpis}
 
     @cached_property
     def procedure_days(self) -> dict[str, int]:

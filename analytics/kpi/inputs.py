@@ -180,7 +180,7 @@ def measure_key(m: Measure) -> str:
 def site_measures(site: Site) -> dict[str, Measure]:
     """Every rollup measure the site's KPIs use, by key (validated against the registry)."""
     out: dict[str, Measure] = {}
-    for k in site.kpis:
+    for k in site.all_kpis:
         f = k.formula
         if f is None or f.gauge:
             continue

@@ -420,7 +420,7 @@ def _state_share(
 
 def compute_all(conn: psycopg.Connection, site: Site, now: datetime) -> list[KpiValue]:
     out: list[KpiValue] = []
-    for kpi in site.kpis:
+    for kpi in site.all_kpis:
         f = kpi.formula
         if f is None:
             continue

@@ -72,7 +72,7 @@ def build_report(
     period = f"{year:04d}-{month:02d}"
     end = windows[-1].end
     rep = Report(unit, site.units[unit].name, period, now)
-    for kpi in site.kpis:
+    for kpi in site.all_kpis:
         f = kpi.formula
         if f is None:
             continue

@@ -102,6 +102,26 @@ def loaded(kdb_settings, site):
                 "clients_max, up_ratio, logins_max, samples) VALUES (%s, %s, %s, %s, %s, %s, 0, 6)",
                 (t, src, unit, clients, clients, up),
             )
+        # Camera events today: 2 crowding in the hall, 1 stopped vehicle, 1 marked false positive.
+        for i, (cam, unit, zone, crule, fp) in enumerate(
+            [
+                ("cam-motcua-sanh", "iahdrai-motcua", "hall", "crowding", None),
+                ("cam-motcua-sanh", "iahdrai-motcua", "hall", "crowding", False),
+                ("cam-nga-tu-trung-tam", "iahdrai-iatoi", "no-parking", "stopped_vehicle", None),
+                ("cam-nga-tu-trung-tam", "iahdrai-iatoi", "no-parking", "stopped_vehicle", True),
+            ]
+        ):
+            db.execute(
+                "INSERT INTO camera_events (start_at, id, camera_id, org_unit_id, rule, zone, "
+                "false_positive) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (T + timedelta(minutes=i), f"ce{i}", cam, unit, crule, zone, fp),
+            )
+        # People in the one-stop-shop hall (crowd_flow telemetry of its camera).
+        db.execute(
+            "INSERT INTO telemetry (time, source_id, org_unit_id, msg_id, metric, value) VALUES "
+            "(%s, 'cam-motcua-sanh', 'iahdrai-motcua', 'pc1', 'people_count', 23)",
+            (NOW - timedelta(minutes=1),),
+        )
         db.commit()
         from analytics.kpi.store import ensure_kpi_storage
 
@@ -178,6 +198,19 @@ def test_wifi_users_and_uptime(loaded, kdb):
     # uptime: (6 + 3) / 12 in Ia Tơi, (9 + 6) / 18 in the district
     assert current(kdb, "wifi_uptime", "iahdrai-iatoi", "today")[0] == pytest.approx(75)
     assert current(kdb, "wifi_uptime", "iahdrai", "24h")[0] == pytest.approx(1500 / 18)
+
+
+def test_camera_events_per_zone_and_people_in_the_hall(loaded, kdb):
+    assert current(kdb, "camera_events", "iahdrai", "today")[0] == 3  # the false positive is out
+    assert current(kdb, "camera_events", "iahdrai-motcua", "today")[0] == 2
+    hall = "camera_events--cam-motcua-sanh--hall"
+    assert current(kdb, hall, "iahdrai-motcua", "today")[0] == 2
+    assert current(kdb, hall, "iahdrai-iatoi", "today")[0] == 0
+    assert (
+        current(kdb, "camera_events--cam-nga-tu-trung-tam--no-parking", "iahdrai", "today")[0] == 1
+    )
+    assert current(kdb, "hall_crowding_events", "iahdrai", "today")[0] == 2
+    assert current(kdb, "hall_people", "iahdrai-motcua", "now")[:3] == (23, 40, "on_track")
 
 
 def test_late_data_recomputes_only_its_hour(loaded, kdb, site):
