@@ -101,6 +101,10 @@ class OpsService:
                     conn = db.connect(self.settings)
                 except Exception:
                     pass
+            except Exception as exc:  # a bad cycle (Redis down, …) must not stop the job
+                log.warning("ops cycle failed (%s: %s); will retry", exc.__class__.__name__, exc)
+                if not conn.closed:
+                    conn.rollback()
             self._stop.wait(CYCLE_S)
         conn.close()
 
