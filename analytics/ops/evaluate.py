@@ -130,21 +130,32 @@ def eval_signal(conn: psycopg.Connection, site: Site, rule: Rule, now: datetime)
     return out
 
 
+ANOMALY_EVERY_S = 300.0
+
+
 def eval_anomaly(conn: psycopg.Connection, site: Site, rule: Rule, now: datetime) -> list:
-    """The last hour's mean per source against the same hour of the previous weeks."""
+    """The last hour's mean per source against the same hour of the previous weeks.
+
+    Reads only those hour-long ranges (indexed on time), at most every ANOMALY_EVERY_S."""
     assert rule.signal and rule.signal.value
+    last = _cursor(conn, rule, datetime.min.replace(tzinfo=UTC))
+    if (now - last).total_seconds() < ANOMALY_EVERY_S and last <= now:
+        return []
     inp = input_of(rule.signal)
     where, params = where_sql(rule.signal)
-    cols, args = [], []
+    tcol = f"t.{inp.time_col}"
+    cols, args, ranges, rargs = [], [], [], []
     for k in range(rule.weeks + 1):
         end = now - timedelta(days=7 * k)
         cols.append(f"avg(v) FILTER (WHERE tm > %s AND tm <= %s) AS w{k}")
         args += [end - timedelta(hours=1), end]
+        ranges.append(f"({tcol} > %s AND {tcol} <= %s)")
+        rargs += [end - timedelta(hours=1), end]
     rows = conn.execute(
         f"SELECT src, {', '.join(cols)} FROM (SELECT t.{inp.source_col} AS src, "  # type: ignore[arg-type]
-        f"t.{inp.time_col} AS tm, ({value_expr(inp, rule.signal.value)})::float8 AS v "
-        f"FROM {inp.table} t WHERE t.{inp.time_col} > %s AND {where}) x GROUP BY src",
-        [*args, now - timedelta(days=7 * rule.weeks, hours=1), *params],
+        f"{tcol} AS tm, ({value_expr(inp, rule.signal.value)})::float8 AS v "
+        f"FROM {inp.table} t WHERE ({' OR '.join(ranges)}) AND {where}) x GROUP BY src",
+        [*args, *rargs, *params],
     ).fetchall()
     conn.commit()
     out = []
@@ -153,6 +164,7 @@ def eval_anomaly(conn: psycopg.Connection, site: Site, rule: Rule, now: datetime
         if current is None or len(hist) < 2 or (rule.sources and src not in rule.sources):
             continue
         out += observe(conn, site, rule, src, now, value=current, history=hist)
+    _save(conn, rule, "_cursor", {"t": now.isoformat()}, now)
     return out
 
 

@@ -231,8 +231,9 @@ def test_anomaly_against_the_same_hour_of_previous_weeks(kdb, site):
     from analytics.ops.evaluate import eval_anomaly
 
     assert eval_anomaly(kdb, site, r, now) == []
-    level(kdb, now - timedelta(minutes=5), 40.0, "anom-src")  # the hour's mean (12.5+40)/2
-    out = eval_anomaly(kdb, site, r, now)
+    level(kdb, now + timedelta(seconds=30), 40.0, "anom-src")  # the hour's mean (12.5+40)/2
+    assert eval_anomaly(kdb, site, r, now + timedelta(minutes=1)) == []  # at most every 5 min
+    out = eval_anomaly(kdb, site, r, now + timedelta(minutes=5))
     assert [o[2] for o in out] == ["opened"]
     ev = kdb.execute(
         "SELECT evidence FROM incidents WHERE dedup_key = 'r-anom:anom-src'"
