@@ -451,8 +451,10 @@ def store_values(
             prev = old.get((v.kpi_id, v.org_unit_id, v.window))
             if prev is None or prev[0] != v.value or prev[1] != v.status:
                 changed.append(v)
-            if prev is not None and prev[1] != v.status:
-                status_changes.append((v, prev[1]))
+            if (prev is None and v.status is not None) or (
+                prev is not None and prev[1] != v.status
+            ):
+                status_changes.append((v, prev[1] if prev else None))  # first value counts too
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO kpi_current (kpi_id, org_unit_id, "window", value, target, status,
