@@ -161,6 +161,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
         _bench_detect(args, settings)
     elif args.target == "live":
         _bench_live(args, settings)
+    elif args.target == "kpi":
+        _bench_kpi(args, settings)
     else:  # pragma: no cover - the parser only offers the targets above
         raise IOCError(f"no benchmark for '{args.target}' in this build")
 
@@ -292,6 +294,159 @@ def cmd_cameras(args: argparse.Namespace, settings: Settings) -> None:
     svc.run()
 
 
+def _print_json(data: object) -> None:
+    import orjson
+
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def cmd_kpi(args: argparse.Namespace, settings: Settings) -> None:
+    """Each KPI's current value, target, status and pace forecast for one org unit."""
+    from datetime import UTC, datetime
+
+    from analytics.kpi.engine import fmt_number
+    from analytics.ops.reports import STATUS_VI
+    from core import db
+    from core.migrate import check_schema
+    from core.site import load_site
+
+    site = load_site(settings.site_file)
+    unit = args.unit or site.org_units[0].id
+    if unit not in site.units:
+        raise IOCError(f"unknown org unit '{unit}': see the site file")
+    with db.connect(settings) as conn:
+        check_schema(conn)
+        have = conn.execute("SELECT count(*) FROM kpi_current").fetchone()[0]
+        if args.refresh or not have:
+            from analytics.kpi.store import ensure_kpi_storage, refresh_cycle
+
+            ensure_kpi_storage(conn)
+            refresh_cycle(conn, site, datetime.now(UTC))
+        rows = conn.execute(
+            'SELECT kpi_id, "window", value, target, status, forecast, detail, computed_at '
+            'FROM kpi_current WHERE org_unit_id = %s ORDER BY kpi_id, "window"',
+            (unit,),
+        ).fetchall()
+    order = {k.id: i for i, k in enumerate(site.all_kpis)}
+    rows.sort(key=lambda r: (order.get(r[0], 999), r[1]))
+    if args.window:
+        rows = [r for r in rows if r[1] == args.window]
+    if args.json:
+        _print_json(
+            [
+                {"kpi": r[0], "name": site.kpi_by_id[r[0]].name if r[0] in site.kpi_by_id else r[0],
+                 "unit": unit, "window": r[1], "value": r[2], "target": r[3], "status": r[4],
+                 "forecast": r[5], "pace": r[6].get("pace"), "computed_at": r[7]}
+                for r in rows
+            ]
+        )  # fmt: skip
+        return
+    print(f"{site.units[unit].name} ({unit})")
+    for kpi_id, window, value, target, status, _fc, detail, _at in rows:
+        k = site.kpi_by_id.get(kpi_id)
+        u = k.unit if k else ""
+        v = "—" if value is None else fmt_number(round(value, 1), u)
+        t = "" if target is None else f"  mục tiêu {fmt_number(target, u)}"
+        st = f"  [{STATUS_VI[status]}]" if status else ""
+        pace = f"  {detail['pace']}" if detail.get("pace") else ""
+        print(f"  {(k.name if k else kpi_id)[:58]:58} {window:8} {v:>14}{t}{st}{pace}")
+
+
+def cmd_incidents(args: argparse.Namespace, settings: Settings) -> None:
+    """Open incidents, most severe first."""
+    from analytics.kpi.calendar import LOCAL
+    from analytics.ops.incidents import STATUS_VI, list_open
+    from core import db
+    from core.migrate import check_schema
+    from core.site import load_site
+
+    site = load_site(settings.site_file)
+    units = site.subtree(args.unit) if args.unit else None
+    if args.unit and args.unit not in site.units:
+        raise IOCError(f"unknown org unit '{args.unit}': see the site file")
+    with db.connect(settings) as conn:
+        check_schema(conn)
+        rows = list_open(conn, units)
+    if args.json:
+        _print_json(rows)
+        return
+    if not rows:
+        print("Không có sự cố đang mở.")
+    for r in rows:
+        opened = r["opened_at"].astimezone(LOCAL).strftime("%H:%M %d/%m")
+        who = f" → {r['assigned_to']}" if r["assigned_to"] else ""
+        print(
+            f"#{r['id']:<5} {r['severity']:8} {STATUS_VI[r['status']]:13} {opened}  "
+            f"×{r['occurrences']:<3} {r['title']}{who}"
+        )
+
+
+def cmd_incident(args: argparse.Namespace, settings: Settings) -> None:
+    """One lifecycle action on an incident (atomic, recorded with who, when and the note)."""
+    from datetime import UTC, datetime
+
+    from analytics.ops.incidents import STATUS_VI, transition
+    from core import db
+    from core.migrate import check_schema
+
+    action = {"ack": "acknowledge"}.get(args.action, args.action)
+    with db.connect(settings) as conn:
+        check_schema(conn)
+        now = datetime.now(UTC)
+        if action == "assign":
+            if not args.to:
+                raise IOCError("assign needs --to STAFF_ID")
+            from analytics.ops.dispatch import Notifier, assign_and_notify
+            from core.site import load_site
+
+            notifier = Notifier(settings, load_site(settings.site_file))
+            inc, results = assign_and_notify(
+                conn, notifier, args.id, args.to, args.actor, now, note=args.note,
+                reassign=args.reassign,
+            )  # fmt: skip
+            sent = ", ".join(f"{r['channel']}:{'ok' if r['ok'] else 'lỗi'}" for r in results)
+            _progress(f"incident {args.id} assigned to {args.to} ({sent or 'no channel'})")
+            return
+        inc = transition(conn, args.id, action, args.actor, now, note=args.note)
+    _progress(f"incident {args.id}: {STATUS_VI[inc['status']]}")
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
+    """The monthly KPI report of an org unit, XLSX and PDF, on demand."""
+    import re
+    from datetime import UTC, datetime
+
+    from analytics.ops.reports import generate
+    from core import db
+    from core.migrate import check_schema
+    from core.site import load_site
+
+    m = re.fullmatch(r"(\d{4})-(\d{2})", args.month or "")
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        raise IOCError("--month must look like 2025-06")
+    site = load_site(settings.site_file)
+    unit = args.unit or site.org_units[0].id
+    with db.connect(settings) as conn:
+        check_schema(conn)
+        _rep, files, sent = generate(
+            conn, settings, site, unit, int(m.group(1)), int(m.group(2)),
+            now=datetime.now(UTC), out_dir=args.out, deliver=not args.no_send,
+        )  # fmt: skip
+    for f in files:
+        _progress(f"written {f}")
+    if sent:
+        _progress(f"sent to {sent}")
+
+
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> None:
+    from analytics.ops.service import OpsService
+    from core.site import load_site
+
+    svc = OpsService(settings, load_site(settings.site_file))
+    _on_term(svc.stop)
+    svc.run()
+
+
 def _print_result(result: dict[str, object], *, as_json: bool) -> None:
     import orjson
 
@@ -300,6 +455,20 @@ def _print_result(result: dict[str, object], *, as_json: bool) -> None:
     else:
         for k, v in result.items():
             print(f"{k}: {v}")
+
+
+def _bench_kpi(args: argparse.Namespace, settings: Settings) -> None:
+    from analytics.kpi.bench import bench_kpi
+    from core.site import load_site
+
+    result = bench_kpi(
+        settings,
+        load_site(settings.site_file),
+        sources=args.sources,
+        days=args.days,
+        cycles=args.cycles,
+    )
+    _print_result(result, as_json=args.json)
 
 
 def _bench_detect(args: argparse.Namespace, settings: Settings) -> None:
@@ -373,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("intake-key", cmd_intake_key, "print the HTTP intake API key of a source")
     sp.add_argument("source")
     sp = bench = add("bench", cmd_bench, "measure a part of the IOC against its physical ceiling")
-    sp.add_argument("target", choices=["ingest", "detect", "live"])
+    sp.add_argument("target", choices=["ingest", "detect", "live", "kpi"])
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--duration", type=float, help="ingest/live: seconds of load (60 / 10)")
     sp.add_argument("--rate", type=float, help="ingest/live: msgs/s (ingest 0: max; live 500)")
@@ -424,6 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=12.0, help="detect: video seconds per concurrent step"
     )
     sp.add_argument("--clients", type=int, default=100, help="live: websocket clients")
+    sp.add_argument("--sources", type=int, default=1000, help="kpi: WiFi sources")
+    sp.add_argument("--days", type=int, default=30, help="kpi: days of 1-minute data")
+    sp.add_argument("--cycles", type=int, default=5, help="kpi: refresh cycles timed")
+    sp = add("kpi", cmd_kpi, "print each KPI's value, target, status and pace forecast")
+    sp.add_argument("--unit", help="org unit id (default: the top of the tree)")
+    sp.add_argument("--window", help="only this window (today, week, month, quarter, ytd, …)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--refresh", action="store_true", help="run a KPI refresh cycle first")
+    sp = add("incidents", cmd_incidents, "list open incidents")
+    sp.add_argument("--unit", help="only this org unit and the units below it")
+    sp.add_argument("--json", action="store_true")
+    sp = add("incident", cmd_incident, "acknowledge, assign, start, resolve, close or reopen")
+    sp.add_argument("action", choices=["ack", "assign", "start", "resolve", "close", "reopen"])
+    sp.add_argument("id", type=int)
+    sp.add_argument("--actor", required=True, help="who does it (recorded in the audit trail)")
+    sp.add_argument("--to", help="staff id (assign)")
+    sp.add_argument("--note", default="")
+    sp.add_argument("--reassign", action="store_true")
+    sp = add("report", cmd_report, "write (and send) the monthly KPI report of an org unit")
+    sp.add_argument("--unit")
+    sp.add_argument("--month", required=True, help="YYYY-MM")
+    sp.add_argument("--out", type=Path, help="directory (default var/reports)")
+    sp.add_argument("--no-send", action="store_true")
+    add("ops", cmd_ops, "run KPI refresh, rules → incidents, escalations and scheduled reports")
     return p
 
 

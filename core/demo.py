@@ -88,6 +88,7 @@ def run_demo(settings: Settings, setup: Callable[[Settings], str], *, port: int)
     specs = [
         ("ingest", [*py, "ingest"]),
         ("analytics", [*py, "analytics"]),
+        ("ops", [*py, "ops"]),  # KPIs against targets, rules → incidents, escalation, reports
         ("api", [*py, "serve", "--port", str(port)]),
         ("simulator", [*py, "simulate", "--interval", "1"]),
     ]

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         return self.mqtt_host, self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
 
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON or text logs.")
+    smtp_host: str | None = Field(None, description="Mail relay for notifications and reports.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "ioc@localhost"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10, gt=0, le=120)
 
     @property
     def database_host(self) -> str:

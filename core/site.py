@@ -8,6 +8,7 @@ bad key, not hours later in a running service.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -163,6 +164,72 @@ class Camera(_Model):
         return self
 
 
+FilterValue = str | int | float | bool
+WindowName = Literal["now", "today", "week", "month", "quarter", "ytd", "24h", "7d", "30d"]
+CALENDAR_WINDOWS = ("today", "week", "month", "quarter", "ytd")
+
+
+class Measure(_Model):
+    """Rows of one input that pass a filter, counted or summed (`value`), per org unit and hour."""
+
+    input: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    where: dict[str, FilterValue | list[FilterValue]] = {}
+    value: str | None = None  # a named value of the input; None counts rows
+    bins: list[float] = []  # histogram edges (percentile KPIs)
+
+
+class KpiFormula(_Model):
+    """How a KPI is computed: over rollups (count, sum, avg, ratio, percentile) or a live gauge.
+
+    ``online_rate = completed where channel = online / completed`` is
+    ``{op: ratio, numerator: {input: dossiers, where: {event: [...], channel: online}},
+    denominator: {input: dossiers, where: {event: [...]}}, scale: 100}``.
+    """
+
+    op: Literal[
+        "count", "sum", "avg", "ratio", "percentile", "latest", "overdue", "at_risk", "state_share"
+    ]
+    measure: Measure | None = None
+    numerator: Measure | None = None
+    denominator: Measure | None = None
+    q: float | None = Field(None, gt=0, lt=1)
+    scale: float = 1.0
+    fresh_s: float = Field(300, gt=0)  # latest: readings older than this are ignored
+    states: list[str] = []  # state_share: the states that count as done
+    unit_kinds: list[str] = []  # state_share: which org units are expected to report
+    windows: list[WindowName] = []
+    per_zone: bool = False  # camera_events: also one KPI per camera zone
+
+    @model_validator(mode="after")
+    def _check(self) -> KpiFormula:
+        if self.per_zone and (self.measure is None or self.measure.input != "camera_events"):
+            raise ValueError("per_zone needs a camera_events measure")
+        if self.op == "ratio" and (self.numerator is None or self.denominator is None):
+            raise ValueError("a ratio needs a numerator and a denominator")
+        if self.op in ("count", "sum", "avg", "percentile", "latest") and self.measure is None:
+            raise ValueError(f"'{self.op}' needs a measure")
+        if self.op in ("sum", "avg", "latest") and self.measure and not self.measure.value:
+            raise ValueError(f"'{self.op}' needs measure.value")
+        if self.op == "percentile":
+            if self.q is None:
+                raise ValueError("a percentile needs q (e.g. 0.9)")
+            b = self.measure.bins if self.measure else []
+            if len(b) < 2 or any(x >= y for x, y in itertools.pairwise(b)):
+                raise ValueError("a percentile needs increasing measure.bins (at least 2)")
+        if self.op == "state_share" and not self.states:
+            raise ValueError("state_share needs the done `states`")
+        return self
+
+    @property
+    def gauge(self) -> bool:
+        return self.op in ("latest", "overdue", "at_risk", "state_share")
+
+    def effective_windows(self) -> list[str]:
+        if self.windows:
+            return list(self.windows)
+        return ["now"] if self.gauge else [*CALENDAR_WINDOWS, "30d"]
+
+
 class KpiTarget(_Model):
     id: str = Ident
     name: str
@@ -171,6 +238,116 @@ class KpiTarget(_Model):
     direction: Literal["higher", "lower"] = "higher"
     target: float | None = None
     targets_by_year: dict[int, float] = {}
+    at_risk_margin: float = Field(5.0, ge=0)  # how far off target a gauge is "at risk"
+    domain: str = "e_government"
+    formula: KpiFormula | None = None
+
+    def target_for(self, year: int) -> float | None:
+        """The plan's target for a year: that year's, else the latest earlier one, else `target`."""
+        if year in self.targets_by_year:
+            return self.targets_by_year[year]
+        earlier = [y for y in self.targets_by_year if y < year]
+        if earlier:
+            return self.targets_by_year[max(earlier)]
+        return self.target
+
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+
+
+class FlapPolicy(_Model):
+    window_s: float = Field(600, gt=0)
+    max_changes: int = Field(4, ge=2)
+
+
+class Rule(_Model):
+    """A condition that opens an incident: on a signal, a KPI status or camera events."""
+
+    id: str = Ident
+    kind: Literal["threshold", "rate_of_change", "silence", "anomaly", "kpi_status", "camera"]
+    name: str
+    severity: Severity = "medium"
+    domain: str = "general"
+    team: str | None = None  # who is dispatched
+    signal: Measure | None = None  # threshold / rate_of_change / anomaly: input + filter + value
+    op: Literal[">", ">=", "<", "<="] = ">"
+    value: float | None = None  # threshold, rate per minute, or z-score limit
+    for_s: float = Field(0, ge=0)  # pending period: the condition must hold this long
+    clear_for_s: float = Field(0, ge=0)  # and be clear this long before auto-resolve
+    auto_resolve: bool = True
+    flap: FlapPolicy = FlapPolicy()
+    weeks: int = Field(4, ge=2, le=12)  # anomaly: same hour of this many previous weeks
+    silence_factor: float = Field(3.0, gt=1)  # silence: expected interval × factor
+    kpi: str | None = None  # kpi_status
+    statuses: list[Literal["at_risk", "missed"]] = ["missed"]
+    camera_rules: list[str] = []  # camera: which camera rules (empty = all)
+    sources: list[str] = []  # restrict to these sources (empty = all matching)
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        if self.kind in ("threshold", "rate_of_change", "anomaly"):
+            if self.signal is None or not self.signal.value:
+                raise ValueError(f"a {self.kind} rule needs signal.value")
+            if self.value is None:
+                raise ValueError(f"a {self.kind} rule needs `value`")
+        if self.kind == "kpi_status" and not self.kpi:
+            raise ValueError("a kpi_status rule needs `kpi`")
+        return self
+
+
+class SlaPolicy(_Model):
+    ack_s: float = Field(gt=0)
+    resolve_s: float = Field(gt=0)
+
+
+class EscalationStep(_Model):
+    """Who is told when an incident is still unacknowledged `after_s` past its SLA ack time."""
+
+    after_s: float = Field(ge=0)
+    notify: Literal["next_on_duty", "duty_leader"]
+
+
+class Gateway(_Model):
+    """An HTTP webhook to an SMS-brandname or Zalo-OA gateway (the provider's own API)."""
+
+    url: str = Field(pattern=r"^https?://")
+    template: str = "[IOC] {title} - {place}. Mở ứng dụng để xác nhận."
+    timeout_s: float = Field(5, gt=0, le=60)
+    token_setting: str | None = None  # optional bearer token, from this environment variable
+
+
+class Operations(_Model):
+    """Incident handling: SLA per severity, escalation, delivery channels, reporting."""
+
+    sla: dict[str, SlaPolicy] = {
+        "critical": SlaPolicy(ack_s=300, resolve_s=4 * 3600),
+        "high": SlaPolicy(ack_s=900, resolve_s=8 * 3600),
+        "medium": SlaPolicy(ack_s=3600, resolve_s=24 * 3600),
+        "low": SlaPolicy(ack_s=4 * 3600, resolve_s=72 * 3600),
+        "info": SlaPolicy(ack_s=24 * 3600, resolve_s=7 * 86400),
+    }
+    escalation: list[EscalationStep] = [
+        EscalationStep(after_s=0, notify="next_on_duty"),
+        EscalationStep(after_s=600, notify="duty_leader"),
+    ]
+    escalation_repeat_s: float = Field(900, gt=0)
+    correlation_window_s: float = Field(900, gt=0)
+    correlation_radius_m: float = Field(300, gt=0)
+    channels: list[list[str]] = [["websocket"], ["email"], ["zalo", "sms"]]
+    gateways: dict[str, Gateway] = {}
+    retries: int = Field(3, ge=1, le=10)
+    retry_backoff_s: float = Field(1.0, ge=0)
+    report_endpoint: str | None = None
+    report_mailbox: str | None = None
+    report_units: list[str] = []
+
+
+class Procedure(_Model):
+    """An administrative procedure's legal processing time in working days."""
+
+    code: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    working_days: int = Field(ge=0, le=365)
 
 
 class SiteInfo(_Model):
@@ -189,6 +366,10 @@ class Site(_Model):
     cameras: list[Camera] = []
     kpis: list[KpiTarget] = []
     streams: list[StreamDecl] = []
+    rules: list[Rule] = []
+    operations: Operations = Operations()
+    procedures: list[Procedure] = []
+    default_working_days: int = Field(10, ge=1, le=365)
 
     @model_validator(mode="after")
     def _check_refs(self) -> Site:
@@ -221,6 +402,21 @@ class Site(_Model):
             if (d.kind, d.id) in stream_keys:
                 raise ValueError(f"streams[{i}].id: duplicate stream '{d.kind}/{d.id}'")
             stream_keys.add((d.kind, d.id))
+        kpi_ids: set[str] = set()
+        for i, k in enumerate(self.kpis):
+            if k.id in kpi_ids:
+                raise ValueError(f"kpis[{i}].id: duplicate KPI '{k.id}'")
+            kpi_ids.add(k.id)
+        rule_ids: set[str] = set()
+        for i, r in enumerate(self.rules):
+            if r.id in rule_ids:
+                raise ValueError(f"rules[{i}].id: duplicate rule '{r.id}'")
+            rule_ids.add(r.id)
+            if r.kpi and r.kpi not in kpi_ids:
+                raise ValueError(f"rules[{i}].kpi: unknown KPI '{r.kpi}'")
+        for i, u in enumerate(self.operations.report_units):
+            if u not in ids:
+                raise ValueError(f"operations.report_units[{i}]: unknown org unit '{u}'")
         return self
 
     # ------------------------------------------------------------------ tree helpers
@@ -263,6 +459,40 @@ class Site(_Model):
     @cached_property
     def source_by_id(self) -> dict[str, Source]:
         return {s.id: s for s in self.sources}
+
+    @cached_property
+    def all_kpis(self) -> list[KpiTarget]:
+        """The declared KPIs, plus one per camera zone for `per_zone` KPIs (id
+        `<kpi>--<camera>--<zone>`), so events per zone have their own values and history."""
+        out: list[KpiTarget] = []
+        for k in self.kpis:
+            out.append(k)
+            f = k.formula
+            if f is None or not f.per_zone or f.measure is None:
+                continue
+            for cam in self.cameras:
+                for z in cam.zones:
+                    m = f.measure.model_copy(
+                        update={"where": {**f.measure.where, "camera_id": cam.id, "zone": z.id}}
+                    )
+                    out.append(
+                        k.model_copy(
+                            update={
+                                "id": f"{k.id}--{cam.id}--{z.id}",
+                                "name": f"{k.name} — {cam.name}: {z.name}",
+                                "formula": f.model_copy(update={"measure": m, "per_zone": False}),
+                            }
+                        )
+                    )
+        return out
+
+    @cached_property
+    def kpi_by_id(self) -> dict[str, KpiTarget]:
+        return {k.id: k for k in self.all_kpis}
+
+    @cached_property
+    def procedure_days(self) -> dict[str, int]:
+        return {p.code: p.working_days for p in self.procedures}
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:
