@@ -124,8 +124,8 @@ async def incidents(
     sql += " ORDER BY id DESC LIMIT %(limit)s"
     assert state.pool is not None
     async with state.pool.connection() as conn:
-        conn.row_factory = dict_row  # type: ignore[assignment]
-        rows = await (await conn.execute(sql, params)).fetchall()  # type: ignore[arg-type]
+        cur = conn.cursor(row_factory=dict_row)  # never on the pooled connection itself
+        rows = await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]
     return page_of([_out(r) for r in rows], limit, lambda i: [int(i.id)])
 
 
@@ -136,9 +136,9 @@ async def open_incidents(state: AppState) -> list[dict[str, Any]] | None:
         return None
     assert state.pool is not None
     async with state.pool.connection() as conn:
-        conn.row_factory = dict_row  # type: ignore[assignment]
+        cur = conn.cursor(row_factory=dict_row)
         rows = await (
-            await conn.execute(
+            await cur.execute(
                 f"SELECT {_COLS} FROM incidents WHERE status NOT IN ('resolved', 'closed') "  # type: ignore[arg-type]
                 "ORDER BY id DESC LIMIT 2000"
             )
@@ -220,9 +220,9 @@ async def act(
         raise ApiError(404, "not_found", "incident tracking is not installed here")
     assert state.pool is not None and state.redis is not None
     async with state.pool.connection() as conn:
-        conn.row_factory = dict_row  # type: ignore[assignment]
+        cur = conn.cursor(row_factory=dict_row)
         row = await (
-            await conn.execute(f"SELECT {_COLS} FROM incidents WHERE id = %s", (incident_id,))  # type: ignore[arg-type]
+            await cur.execute(f"SELECT {_COLS} FROM incidents WHERE id = %s", (incident_id,))  # type: ignore[arg-type]
         ).fetchone()
     if row is None or row["org_unit_id"] not in c.scope:
         raise ApiError(404, "not_found", f"no incident {incident_id} in your scope")
