@@ -182,21 +182,65 @@ def restore(
         )
         with conn.transaction():
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
+            # The rows are restored as they were. The append-only guards (plain tables) are off
+            # while they load; hypertables cannot switch triggers off, so their derived marks
+            # (dirty KPI hours, dossier state) fire and may already hold a row the backup also
+            # has: each table goes through a staging copy and ON CONFLICT DO NOTHING.
+            hypertables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT hypertable_name FROM timescaledb_information.hypertables"
+                )
+            }
+            triggers = [
+                (t, g)
+                for t, g in conn.execute(
+                    "SELECT c.relname, t.tgname FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace AND n.nspname = 'public' "
+                    "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'"
+                ).fetchall()
+                if t not in hypertables
+            ]
+            for table, trigger in triggers:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
+                        sql.Identifier(table), sql.Identifier(trigger)
+                    )
+                )
             for table in _tables(conn):
-                conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))
+                has_rows = conn.execute(
+                    sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
+                ).fetchone()[0]
+                if has_rows:  # seeded by a migration: the backup's rows replace them
+                    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))
             for table in _dependency_order(conn, list(manifest["tables"])):
                 meta = manifest["tables"][table]
-                copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(
-                    sql.Identifier(table)
+                t = sql.Identifier(table)
+                conn.execute(
+                    sql.SQL("CREATE TEMP TABLE _restore (LIKE {}) ON COMMIT DROP").format(t)
                 )
                 with (
                     gzip.open(source / f"{table}.copy.gz", "rb") as f,
                     conn.cursor() as cur,
-                    cur.copy(copy_in) as copy,
+                    cur.copy("COPY _restore FROM STDIN (FORMAT BINARY)") as copy,
                 ):
                     for block in iter(lambda f=f: f.read(1 << 20), b""):
                         copy.write(block)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM _restore "
+                        "ON CONFLICT DO NOTHING"
+                    ).format(t)
+                )
+                conn.execute("DROP TABLE _restore")
                 rows += meta["rows"]
+            for table, trigger in triggers:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
+                        sql.Identifier(table), sql.Identifier(trigger)
+                    )
+                )
             # sequences continue after the restored ids
             for seq, table, column in conn.execute(
                 "SELECT s.relname, t.relname, a.attname FROM pg_class s "
