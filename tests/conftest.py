@@ -168,8 +168,9 @@ def env_for(settings: Settings) -> Callable[..., dict[str, str]]:
 class Background:
     """Run a service's blocking `run()` in a thread and stop it at the end of the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, join_s: float = 10) -> None:
         self.items: list[tuple[object, threading.Thread]] = []
+        self.join_s = join_s
 
     def start(self, service: object, **kwargs: object) -> object:
         t = threading.Thread(target=service.run, kwargs=kwargs, daemon=True)  # type: ignore[attr-defined]
@@ -181,7 +182,7 @@ class Background:
         for service, t in reversed(self.items):
             with contextlib.suppress(Exception):
                 service.stop()  # type: ignore[attr-defined]
-            t.join(10)
+            t.join(self.join_s)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ restarts in the fault tests disturb no one)."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +15,7 @@ import redis
 from core.settings import ROOT, Settings, load_settings
 from core.site import Site, load_site
 from ingest.throwaway import Broker, create_database, drop_database
+from tests.conftest import Background
 
 SAMPLE_SITE = ROOT / "sites" / "iahdrai.yaml"
 
@@ -83,27 +82,8 @@ def ireds(isettings: Settings) -> redis.Redis:
     return redis.Redis.from_url(isettings.redis_url)
 
 
-class Background:
-    """Run a service's blocking `run()` in a thread; stop it at the end of the test."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[object, threading.Thread]] = []
-
-    def start(self, service: object, **kwargs: object) -> object:
-        t = threading.Thread(target=service.run, kwargs=kwargs, daemon=True)  # type: ignore[attr-defined]
-        t.start()
-        self.items.append((service, t))
-        return service
-
-    def stop_all(self) -> None:
-        for service, t in reversed(self.items):
-            with contextlib.suppress(Exception):
-                service.stop()  # type: ignore[attr-defined]
-            t.join(15)
-
-
 @pytest.fixture
 def ibg() -> Iterator[Background]:
-    bg = Background()
+    bg = Background(join_s=15)
     yield bg
     bg.stop_all()
